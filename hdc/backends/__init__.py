@@ -1,0 +1,193 @@
+"""One explicit registry of compute backends for the packed-hypervector kernels.
+
+Every backend is a module exposing the same *kernel protocol*. Kernels trust
+their inputs: the public functions in :mod:`hdc.functional` validate shapes,
+dtypes and contiguity once, allocate outputs, and then call the kernel.
+
+Kernel protocol (all arrays C-contiguous; ``W`` = n_words; ``threads`` >= 1):
+
+=====================================================  =========================================
+``bind(a, b, out, threads)``                            a, b, out: (n, W) uint64; out = a ^ b
+``hamming_rows(a, b, out, threads)``                    a, b: (n, W) uint64; out: (n,) int64
+``hamming_matrix(q, x, out, threads)``                  q: (m, W), x: (n, W); out: (m, n) int32
+``topk(q, x, k, out_dist, out_idx, threads)``           1 <= k <= n; out_dist (m, k) int32,
+                                                        out_idx (m, k) int64; ascending distance,
+                                                        ties broken by lower index
+``permute(x, shift, dim, out, threads)``                x, out: (n, W); 0 <= shift < dim; bit j of
+                                                        a row moves to bit (j + shift) % dim
+``bit_counts(x, dim, counts, threads)``                 x: (n, W); counts: (dim,) int64;
+                                                        counts[j] += #rows with bit j set
+``bundle_majority(x, dim, tie, out, threads)``          x: (n, W), n >= 1; tie, out: (W,) uint64;
+                                                        bit j of out = count_j*2 > n, or tie bit j
+                                                        where count_j*2 == n (pad bits stay 0)
+``popcount(x, out, threads)``                           x: (n, W); out: (n,) int64
+=====================================================  =========================================
+
+Selection: ``HDC_BACKEND`` (``numpy``, ``numba``, ``c`` or ``auto``), :func:`set_backend`,
+or the :func:`use_backend` context manager. ``auto`` picks the fastest available:
+c, then numba, then numpy (the reference, always present).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+from types import ModuleType
+
+__all__ = [
+    "BackendUnavailable",
+    "available_backends",
+    "get_backend",
+    "get_backend_name",
+    "set_backend",
+    "use_backend",
+    "load_backend",
+    "get_num_threads",
+    "set_num_threads",
+]
+
+
+class BackendUnavailable(ImportError):
+    """A backend was requested that cannot be loaded on this installation."""
+
+
+# name -> (module path, what to install when it is missing)
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "numpy": ("hdc.backends.numpy_ref", "numpy (a core dependency: reinstall hdspike)"),
+    "numba": ("hdc.backends.numba_backend", "numba: pip install numba"),
+    "c": ("hdc.backends.c_backend",
+          "the compiled extension hdc._hdc_c: reinstall with a C compiler present "
+          "(apt-get install gcc; pip install --force-reinstall --no-build-isolation -e .)"),
+}
+_AUTO_ORDER = ("c", "numba", "numpy")
+
+_loaded: dict[str, ModuleType] = {}
+_load_errors: dict[str, str] = {}
+_state = threading.local()  # per-thread override set by use_backend()
+_global_choice: str | None = None
+
+
+def load_backend(name: str) -> ModuleType:
+    """Import and return backend ``name``; raise BackendUnavailable saying what to install."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(_REGISTRY)} or 'auto'")
+    if name in _loaded:
+        return _loaded[name]
+    module_path, install_hint = _REGISTRY[name]
+    try:
+        mod = importlib.import_module(module_path)
+    except Exception as exc:  # noqa: BLE001 - any import failure makes the backend unavailable
+        _load_errors[name] = f"{type(exc).__name__}: {exc}"
+        raise BackendUnavailable(
+            f"hdc backend {name!r} is unavailable ({exc}); install {install_hint}") from exc
+    _loaded[name] = mod
+    return mod
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that load on this machine, fastest first."""
+    out = []
+    for name in _AUTO_ORDER:
+        try:
+            load_backend(name)
+            out.append(name)
+        except BackendUnavailable:
+            pass
+    return out
+
+
+def _resolve(name: str) -> str:
+    if name == "auto":
+        for cand in _AUTO_ORDER:
+            try:
+                load_backend(cand)
+                return cand
+            except BackendUnavailable:
+                continue
+        raise BackendUnavailable("no hdc backend could be loaded")  # numpy always loads
+    load_backend(name)
+    return name
+
+
+def set_backend(name: str) -> str:
+    """Select the backend for all threads (``'auto'`` = best available). Returns the name chosen."""
+    global _global_choice
+    _global_choice = _resolve(name)
+    return _global_choice
+
+
+def get_backend_name() -> str:
+    override = getattr(_state, "stack", None)
+    if override:
+        return override[-1]
+    global _global_choice
+    if _global_choice is None:
+        _global_choice = _resolve(os.environ.get("HDC_BACKEND", "auto").strip().lower() or "auto")
+    return _global_choice
+
+
+def get_backend() -> ModuleType:
+    """The kernel module in use for this thread."""
+    return _loaded[get_backend_name()]
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run the enclosed block on backend ``name`` (this thread only)."""
+    resolved = _resolve(name)
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(resolved)
+    try:
+        yield _loaded[resolved]
+    finally:
+        stack.pop()
+
+
+# ---------------------------------------------------------------- threads
+_MAX_THREADS = os.cpu_count() or 1
+_num_threads: int | None = None
+
+
+def _threads_from_env() -> int:
+    raw = os.environ.get("HDC_NUM_THREADS", "").strip()
+    if not raw:
+        return _MAX_THREADS
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"HDC_NUM_THREADS must be a positive integer, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"HDC_NUM_THREADS must be >= 1, got {n}")
+    return n
+
+
+def get_num_threads() -> int:
+    """Threads a kernel uses when a call does not say (``HDC_NUM_THREADS``, default: all cores)."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _threads_from_env()
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the default number of kernel threads for later calls."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    _num_threads = n
+
+
+def resolve_threads(threads: int | None) -> int:
+    if threads is None:
+        return get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return threads
+
+
+def load_errors() -> dict[str, str]:
+    """Why each unavailable backend failed to load (for backend_info())."""
+    return dict(_load_errors)
