@@ -1,0 +1,17 @@
+"""Spiking neurons, surrogate gradients, k-WTA and spiking k-WTA attention (hdspike).
+
+Submodules: :mod:`.surrogate`, :mod:`.neurons`, :mod:`.kwta`, :mod:`.attention`,
+:mod:`.packed` (packed-bit inference), :mod:`.accounting` (firing rates, SOPs, energy
+estimate), :mod:`.plots`. The language model lives in :mod:`.model` (imported on demand).
+"""
+from .surrogate import SURROGATES, get_surrogate, heaviside, spike
+from .neurons import (IFNeuron, LIF, MemoryModule, adaptive_spike_count, if_step, lif_multi_step, lif_step,
+                      multilevel_spike)
+from .kwta import KWTA, causal_mask, kwta, kwta_mask, resolve_k
+
+__all__ = [
+    "SURROGATES", "get_surrogate", "heaviside", "spike",
+    "IFNeuron", "LIF", "MemoryModule", "adaptive_spike_count", "if_step", "lif_multi_step", "lif_step",
+    "multilevel_spike",
+    "KWTA", "causal_mask", "kwta", "kwta_mask", "resolve_k",
+]
