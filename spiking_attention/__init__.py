@@ -8,10 +8,12 @@ from .surrogate import SURROGATES, get_surrogate, heaviside, spike
 from .neurons import (IFNeuron, LIF, MemoryModule, adaptive_spike_count, if_step, lif_multi_step, lif_step,
                       multilevel_spike)
 from .kwta import KWTA, causal_mask, kwta, kwta_mask, resolve_k
+from .attention import SpikingKWTAAttention, TopKSoftmaxAttention, allowed_keys, brain_prior_mask
 
 __all__ = [
     "SURROGATES", "get_surrogate", "heaviside", "spike",
     "IFNeuron", "LIF", "MemoryModule", "adaptive_spike_count", "if_step", "lif_multi_step", "lif_step",
     "multilevel_spike",
     "KWTA", "causal_mask", "kwta", "kwta_mask", "resolve_k",
+    "SpikingKWTAAttention", "TopKSoftmaxAttention", "allowed_keys", "brain_prior_mask",
 ]

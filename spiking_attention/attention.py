@@ -1,0 +1,361 @@
+"""Spiking k-WTA attention: binary query/key codes, popcount scores, k winners, softmax over them.
+
+Public API (coordinated with ``spiking_attention/model.py``):
+
+``SpikingKWTAAttention(d_model, n_head, code_bits, k, *, max_seq_len, score="hamming",
+neuron="heaviside", surrogate="atan", output="softmax", prior_window=None,
+prior_random_frac=0.0, prior_seed=0, bias=False, n_layer=4)``
+    ``forward(x (B, T, C)) -> y (B, T, C)``, causal. Sub-modules ``q_proj``, ``k_proj``
+    (C -> n_head*code_bits), ``v_proj``, ``c_proj`` (C -> C); parameters ``q_threshold``,
+    ``k_threshold`` (n_head*code_bits,) and ``log_temp`` (n_head,). ``own_init = True``: the
+    module initialises itself (``n_layer`` only scales the init of ``c_proj``, as nanoGPT does).
+    With ``code_bits = d_model // n_head`` the weights are exactly a dense attention's 4*C*C,
+    plus 2*C thresholds and n_head temperatures.
+``TopKSoftmaxAttention(d_model, n_head, k, *, max_seq_len, bias=False, n_layer=4)``
+    the Explicit Sparse Transformer: real-valued q, k, the k largest ``q.k/sqrt(hs)`` per row
+    (same tie rule), softmax over them. Same ``last_stats`` keys where they apply.
+``brain_prior_mask(t_q, t_k, window, random_frac, seed)``
+    the brain-prior connectivity: causal AND (local window OR seeded random long-range).
+
+After every forward, ``self.last_stats`` holds detached floats: ``q_firing_rate``,
+``k_firing_rate``, ``q_silent_frac``, ``k_silent_frac`` (code neurons that never fired in the
+batch), ``q_silent_token_frac``, ``k_silent_token_frac`` (all-zero codes: skipped by the
+packed path), ``attn_density`` (winners / causal-allowed entries), ``attn_density_allowed``
+(winners / entries the prior allows), ``attended_per_query``, ``tie_at_cut_frac`` (rows where
+the k-th and (k+1)-th allowed scores tie), and the counts ``B, T, n_head, code_bits,
+n_causal_pairs, n_allowed_pairs, n_winners`` that :mod:`.accounting` turns into operation
+counts. With ``self.record = True`` it also keeps ``last_q_spikes``, ``last_k_spikes``
+(B, nh, T, code_bits) and ``last_attn`` (B, nh, T, T) for plots.
+
+Design choices (why):
+
+* **Score.** ``"hamming"``: bipolar codes ``2b - 1``, score ``code_bits - 2*hamming(q, k)``;
+  ``"overlap"``: ``popcount(q AND k)``. Both are integers, so the winners are chosen on exact
+  integer scores with :func:`kwta_mask`'s rule (ties go to the more recent key), which the
+  packed path reproduces bit for bit. MODELS.md measured +0.07 nats for Hamming and +0.14 for
+  overlap at 32 bits, so Hamming is the default.
+* **Output.** ``"softmax"``: softmax of ``score * exp(log_temp) / sqrt(code_bits)`` over the
+  winners, times the values. The output must depend on the scores, or no gradient reaches
+  the Q/K projections (uniform averaging of the winners cost +0.44 nats in MODELS.md). The
+  gradient flows score -> spike codes -> surrogate -> projections. ``"uniform_ste"``: forward
+  the uniform mean of the winners' values, backward as the softmax (a straight-through path;
+  an ablation).
+* **Values are real-valued** (a linear projection), not spikes: only k value rows are read per
+  query, so the accumulate count is already k*hs per query; binarising V would cost accuracy
+  where there is almost nothing left to save. The sparsity this module buys is in *which* keys
+  are read, and the binary codes make choosing them a popcount.
+* **Neuron.** ``"heaviside"``: ``spike(pre - threshold)`` per token, with a learnable
+  threshold per code bit; ``"lif"``: a LIF neuron (tau = 2, hard reset) run along the token axis
+  (as SpikeGPT does), causal, with the same learnable threshold. Both emit {0, 1} codes.
+
+Example::
+
+    >>> att = SpikingKWTAAttention(128, 4, 32, 8, max_seq_len=64)
+    >>> y = att(torch.randn(2, 64, 128))          # (2, 64, 128)
+    >>> att.last_stats["attended_per_query"]       # <= 8
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .kwta import causal_mask, kwta_mask, resolve_k
+from .neurons import lif_step
+from .surrogate import SURROGATES, get_surrogate
+
+__all__ = ["SpikingKWTAAttention", "TopKSoftmaxAttention", "brain_prior_mask", "allowed_keys",
+           "SCORES", "NEURONS", "OUTPUTS"]
+
+SCORES = ("hamming", "overlap")
+NEURONS = ("heaviside", "lif")
+OUTPUTS = ("softmax", "uniform_ste")
+LIF_TAU = 2.0
+
+
+def _hash_u32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mix (lowbias32-like) on int64 tensors; values stay < 2^32 (no overflow)."""
+    m = 0xFFFFFFFF
+    x = x & m
+    x = ((x >> 16) ^ x) * 0x045D9F3B & m
+    x = ((x >> 16) ^ x) * 0x045D9F3B & m
+    return (x >> 16) ^ x
+
+
+def brain_prior_mask(t_q: int, t_k: int, window: int | None, random_frac: float = 0.0, seed: int = 0,
+                     *, device=None) -> torch.Tensor:
+    """Causal brain-prior connectivity: key j is allowed for query i when ``j <= i`` and
+    (``i - j < window`` or a seeded coin with probability ``random_frac`` says so).
+
+    Queries are the last ``t_q`` of ``t_k`` positions (absolute query position ``t_k - t_q + r``),
+    and the coin for (i, j) depends only on (i, j, seed), so any block of the mask, e.g. one
+    decode step, is the same as that block of the full mask. ``window=None`` means causal only.
+
+    Shapes: -> (t_q, t_k) bool.
+    """
+    cm = causal_mask(t_q, t_k, device=device)
+    if window is None:
+        return cm
+    i = torch.arange(t_k - t_q, t_k, device=device, dtype=torch.int64)[:, None]
+    j = torch.arange(t_k, device=device, dtype=torch.int64)[None, :]
+    local = (i - j) < window
+    if random_frac > 0:
+        h = _hash_u32(_hash_u32(i * 0x9E3779B1 + j) ^ (int(seed) * 0x85EBCA77))
+        coin = h.to(torch.float64) < random_frac * 4294967296.0
+        local = local | coin
+    return cm & local
+
+
+def _check_common(d_model, n_head, k, max_seq_len):
+    for name, v in (("d_model", d_model), ("n_head", n_head), ("max_seq_len", max_seq_len)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if d_model % n_head != 0:
+        raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
+    resolve_k(k, torch.tensor([1]))  # raises ValueError naming k
+
+
+def _check_input(x: torch.Tensor, d_model: int, max_seq_len: int):
+    if x.dim() != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"expected x of shape (B, T, {d_model}), got {tuple(x.shape)}")
+    if x.shape[1] > max_seq_len:
+        raise ValueError(f"sequence length {x.shape[1]} exceeds max_seq_len {max_seq_len}")
+    if x.shape[1] < 1:
+        raise ValueError("sequence length must be >= 1")
+
+
+def allowed_keys(att: nn.Module, t_q: int, t_k: int, device=None) -> torch.Tensor:
+    """The (t_q, t_k) bool mask of keys the module may attend (causal AND its prior, if any)."""
+    return brain_prior_mask(t_q, t_k, getattr(att, "prior_window", None),
+                            getattr(att, "prior_random_frac", 0.0), getattr(att, "prior_seed", 0),
+                            device=device)
+
+
+def _attention_stats(win: torch.Tensor, allowed: torch.Tensor, scores_int: torch.Tensor | None, k,
+                     B: int, T: int, nh: int) -> dict:
+    """Density, attended positions and tie statistics from the winner mask (B, nh, T, T)."""
+    n_causal = T * (T + 1) // 2
+    n_allowed = int(allowed.sum())
+    n_win = int(win.sum())
+    stats = {
+        "B": B, "T": T, "n_head": nh,
+        "n_causal_pairs": B * nh * n_causal,
+        "n_allowed_pairs": B * nh * n_allowed,
+        "n_winners": n_win,
+        "attn_density": n_win / (B * nh * n_causal),
+        "attn_density_allowed": n_win / max(1, B * nh * n_allowed),
+        "attended_per_query": n_win / (B * nh * T),
+    }
+    if scores_int is not None:
+        # a tie across the cut: the (k+1)-th allowed score equals the k-th, so the tie rule decided
+        s = scores_int.masked_fill(~allowed, float("-inf"))
+        n_al = allowed.sum(-1)  # (T,)
+        k_row = resolve_k(k, n_al)  # (T,)
+        kk = int(k_row.max()) + 1
+        if kk <= T:
+            top = torch.topk(s, kk, dim=-1).values  # (B, nh, T, kk)
+            kth = torch.gather(top, -1, (k_row - 1).clamp_min(0).view(1, 1, T, 1).expand(B, nh, T, 1))
+            nxt = torch.gather(top, -1, k_row.clamp_max(kk - 1).view(1, 1, T, 1).expand(B, nh, T, 1))
+            rows = (n_al > k_row).view(1, 1, T, 1)  # rows where something was pruned
+            tie = (kth == nxt) & rows
+            stats["tie_at_cut_frac"] = float(tie.sum()) / max(1, int(rows.sum()) * B * nh)
+        else:
+            stats["tie_at_cut_frac"] = 0.0
+    return stats
+
+
+class SpikingKWTAAttention(nn.Module):
+    """Causal multi-head attention with binary spike codes for Q/K and k-WTA over their scores.
+
+    Shapes: x (B, T, C) -> y (B, T, C); codes (B, nh, T, code_bits) in {0, 1}.
+    Example: ``SpikingKWTAAttention(128, 4, 32, 8, max_seq_len=64)(x)``.
+    """
+
+    own_init = True
+
+    def __init__(self, d_model: int, n_head: int, code_bits: int, k, *, max_seq_len: int,
+                 score: str = "hamming", neuron: str = "heaviside", surrogate: str = "atan",
+                 output: str = "softmax", prior_window: int | None = None, prior_random_frac: float = 0.0,
+                 prior_seed: int = 0, bias: bool = False, n_layer: int = 4, surrogate_alpha: float | None = None):
+        super().__init__()
+        _check_common(d_model, n_head, k, max_seq_len)
+        if isinstance(code_bits, bool) or not isinstance(code_bits, int) or code_bits < 1:
+            raise ValueError(f"code_bits must be a positive int (bits per head), got {code_bits!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if neuron not in NEURONS:
+            raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {sorted(SURROGATES)}, got {surrogate!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if prior_window is not None and (isinstance(prior_window, bool) or not isinstance(prior_window, int)
+                                         or prior_window < 1):
+            raise ValueError(f"prior_window must be a positive int or None, got {prior_window!r}")
+        if not 0.0 <= float(prior_random_frac) <= 1.0:
+            raise ValueError(f"prior_random_frac must be in [0, 1], got {prior_random_frac}")
+        if prior_random_frac > 0 and prior_window is None:
+            raise ValueError("prior_random_frac needs a prior_window (random links are added to a local window)")
+        if code_bits >= 2 ** 24:
+            raise ValueError(f"code_bits must be < 2^24 so float32 scores stay exact, got {code_bits}")
+        self.d_model, self.n_head, self.code_bits, self.k = d_model, n_head, code_bits, k
+        self.head_size = d_model // n_head
+        self.max_seq_len = max_seq_len
+        self.score, self.neuron, self.surrogate, self.output = score, neuron, surrogate, output
+        self.surrogate_alpha = surrogate_alpha
+        self.spike_fn = get_surrogate(surrogate, surrogate_alpha)  # Heaviside forward, surrogate backward
+        self.prior_window, self.prior_random_frac, self.prior_seed = prior_window, float(prior_random_frac), prior_seed
+        n_code = n_head * code_bits
+        self.q_proj = nn.Linear(d_model, n_code, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_code, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.c_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.q_threshold = nn.Parameter(torch.zeros(n_code))
+        self.k_threshold = nn.Parameter(torch.zeros(n_code))
+        self.log_temp = nn.Parameter(torch.zeros(n_head))
+        self.record = False
+        self.last_stats: dict = {}
+        self._init_weights(n_layer)
+
+    def _init_weights(self, n_layer: int) -> None:
+        # Q/K feed a threshold at 0: unit-variance pre-activations (for LayerNormed inputs) put
+        # them inside the surrogate's window (width ~1 for ATan alpha=2) and fire ~half the bits.
+        for lin in (self.q_proj, self.k_proj):
+            nn.init.normal_(lin.weight, std=1.0 / math.sqrt(self.d_model))
+        nn.init.normal_(self.v_proj.weight, std=0.02)  # nanoGPT's init for the value path
+        nn.init.normal_(self.c_proj.weight, std=0.02 / math.sqrt(2 * n_layer))
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.c_proj):
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    # -------------------------------------------------------------- pieces (shared with packed.py)
+    def _fire(self, pre: torch.Tensor, threshold: torch.Tensor, v0=None):
+        """Spikes from pre-activations (B, T, n_code); returns (spikes, last membrane or None)."""
+        if self.neuron == "heaviside":
+            return self.spike_fn(pre - threshold), None
+        # LIF along the token axis, threshold per code bit; causal by construction
+        v = torch.zeros_like(pre[:, 0]) if v0 is None else v0
+        out = []
+        for t in range(pre.shape[1]):
+            s, v = lif_step(pre[:, t], v, tau=LIF_TAU, v_th=threshold, reset="hard", surrogate=self.spike_fn)
+            out.append(s)
+        return torch.stack(out, 1), v
+
+    def codes(self, x: torch.Tensor, state: dict | None = None):
+        """Binary query and key codes of ``x`` and the value vectors.
+
+        ``state`` (LIF only) carries the membranes between calls ({"vq", "vk"}); returned updated.
+        Shapes: x (B, T, C) -> q, k (B, nh, T, code_bits) {0,1}; v (B, nh, T, hs); state.
+        """
+        B, T, _ = x.shape
+        nh, cb, hs = self.n_head, self.code_bits, self.head_size
+        state = {} if state is None else state
+        q, vq = self._fire(self.q_proj(x), self.q_threshold, state.get("vq"))  # (B, T, nh*cb)
+        k, vk = self._fire(self.k_proj(x), self.k_threshold, state.get("vk"))
+        q = q.view(B, T, nh, cb).transpose(1, 2)  # (B, nh, T, cb)
+        k = k.view(B, T, nh, cb).transpose(1, 2)  # (B, nh, T, cb)
+        v = self.v_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        return q, k, v, {"vq": vq, "vk": vk}
+
+    def integer_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Exact integer scores as float: overlap ``q.k``, or Hamming similarity ``(2q-1).(2k-1)``.
+
+        Shapes: q (..., t_q, cb), k (..., t_k, cb) -> (..., t_q, t_k).
+        """
+        if self.score == "overlap":
+            return q @ k.transpose(-2, -1)
+        return (2 * q - 1) @ (2 * k - 1).transpose(-2, -1)  # = code_bits - 2 * hamming
+
+    def score_scale(self) -> torch.Tensor:
+        """Per-head factor from integer score to softmax logit. Shapes: -> (nh, 1, 1)."""
+        return (self.log_temp.exp() / math.sqrt(self.code_bits)).view(-1, 1, 1)
+
+    def aggregate(self, s_int: torch.Tensor, win: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Softmax over the winners' scaled scores, times the values. Shapes: -> (B, nh, t_q, hs)."""
+        logits = (s_int * self.score_scale()).masked_fill(~win, float("-inf"))  # (B, nh, t_q, t_k)
+        att = F.softmax(logits, dim=-1)
+        att = torch.nan_to_num(att, nan=0.0)  # rows without any allowed key (none when causal)
+        if self.output == "uniform_ste":
+            uni = win.to(att.dtype) / win.sum(-1, keepdim=True).clamp_min(1)
+            att = att + (uni - att).detach()
+        if self.record:
+            self.last_attn = att.detach()
+        return att @ v
+
+    # -------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.d_model, self.max_seq_len)
+        B, T, C = x.shape
+        q, k, v, _ = self.codes(x)                                   # (B, nh, T, cb) x2, (B, nh, T, hs)
+        s_int = self.integer_scores(q, k)                            # (B, nh, T, T)
+        allowed = allowed_keys(self, T, T, device=x.device)          # (T, T)
+        win = kwta_mask(s_int, self.k, allowed)                      # (B, nh, T, T), exact integer ties
+        y = self.aggregate(s_int, win, v)                            # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)             # (B, T, C)
+        self._record(q, k, win, allowed, s_int)
+        return self.c_proj(y)
+
+    @torch.no_grad()
+    def _record(self, q, k, win, allowed, s_int) -> None:
+        B, nh, T, cb = q.shape
+        q, k = q.detach(), k.detach()
+        stats = _attention_stats(win, allowed, s_int.detach(), self.k, B, T, nh)
+        stats.update({
+            "code_bits": cb, "k": self.k,
+            "q_firing_rate": float(q.mean()), "k_firing_rate": float(k.mean()),
+            "q_silent_frac": float((q.amax(dim=(0, 2)) == 0).float().mean()),
+            "k_silent_frac": float((k.amax(dim=(0, 2)) == 0).float().mean()),
+            "q_silent_token_frac": float((q.amax(-1) == 0).float().mean()),
+            "k_silent_token_frac": float((k.amax(-1) == 0).float().mean()),
+            "q_firing_rate_per_head": q.mean(dim=(0, 2, 3)).tolist(),
+            "k_firing_rate_per_head": k.mean(dim=(0, 2, 3)).tolist(),
+        })
+        self.last_stats = stats
+        if self.record:
+            self.last_q_spikes, self.last_k_spikes = q, k
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
+                f"score={self.score}, neuron={self.neuron}, surrogate={self.surrogate}, output={self.output}, "
+                f"prior_window={self.prior_window}, prior_random_frac={self.prior_random_frac}")
+
+
+class TopKSoftmaxAttention(nn.Module):
+    """Explicit Sparse Transformer attention: real q, k; softmax over the k largest scores per row.
+
+    Non-spiking ablation with the same tie rule (more recent key wins) and ``last_stats`` keys
+    ``attn_density``, ``attended_per_query``, ``tie_at_cut_frac``... Parameters: c_attn (C -> 3C),
+    c_proj (C -> C), exactly a dense attention layer.
+
+    Shapes: x (B, T, C) -> (B, T, C). Example: ``TopKSoftmaxAttention(128, 4, 8, max_seq_len=64)``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, k, *, max_seq_len: int, bias: bool = False, n_layer: int = 4):
+        super().__init__()
+        _check_common(d_model, n_head, k, max_seq_len)
+        self.d_model, self.n_head, self.k, self.max_seq_len = d_model, n_head, k, max_seq_len
+        self.head_size = d_model // n_head
+        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.c_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.record = False
+        self.last_stats: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.d_model, self.max_seq_len)
+        B, T, C = x.shape
+        nh, hs = self.n_head, self.head_size
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        s = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
+        allowed = causal_mask(T, device=x.device)
+        win = kwta_mask(s, self.k, allowed)
+        att = F.softmax(s.masked_fill(~win, float("-inf")), dim=-1)
+        if self.record:
+            self.last_attn = att.detach()
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        self.last_stats = _attention_stats(win, allowed, s.detach(), self.k, B, T, nh)
+        return self.c_proj(y)
