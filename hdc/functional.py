@@ -205,7 +205,8 @@ def weighted_bundle(x: np.ndarray, weights, dim: int, *, tie=None) -> np.ndarray
     check_words(x, "x", dim=dim, min_ndim=2)
     if x.ndim != 2:
         raise ValueError(f"weighted_bundle expects x of shape (n, n_words), got {x.shape}")
-    acc = BundleAccumulator(dim)
+    float_weights = np.asarray(weights).dtype.kind == "f"
+    acc = BundleAccumulator(dim, dtype=np.float64 if float_weights else np.int64)
     acc.add(x, weights=weights)
     return acc.result(tie=tie)
 
@@ -487,7 +488,8 @@ def from_bitarray(ba) -> np.ndarray:
     if not isinstance(ba, bitarray):
         raise TypeError(f"expected a bitarray.bitarray, got {type(ba).__name__}")
     dim = check_dim(len(ba))
-    if ba.endian() != "little":
+    endian = ba.endian() if callable(ba.endian) else ba.endian  # a method before bitarray 3
+    if endian != "little":
         ba = bitarray(ba, endian="little")
     raw = ba.tobytes()  # pad bits of the last byte are zero
     buf = np.zeros(n_words_for(dim) * 8, np.uint8)
