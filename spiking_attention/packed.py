@@ -1,0 +1,385 @@
+"""Packed-bit inference for :class:`~spiking_attention.attention.SpikingKWTAAttention`.
+
+The binary query and key codes are packed into uint64 words (:func:`hdc.pack_bits`); scores
+come from the hdc popcount kernels (C / Numba / NumPy, whichever :mod:`hdc.backends` picks);
+the winners are chosen with the same rule as :func:`spiking_attention.kwta.kwta_mask` (k largest
+integer scores, ties to the more recent key); the values of the winners are aggregated in
+NumPy. The dense parts (the Q/K/V/output projections and the neuron) run through the module's
+own torch code, so both paths see bit-identical codes; what this module replaces is the
+attention core, the only part that changes with the context length.
+
+Event-driven: a query or key with no spike (an all-zero code) never enters a pairwise kernel.
+Its scores follow from the popcounts alone (``hamming(0, k) = |k|``, ``|0 AND k| = 0``), so only
+active x active pairs are computed.
+
+Score identities (integers, exact):
+
+* ``"hamming"``: ``score = code_bits - 2 * hamming(q, k)`` (bipolar dot product);
+* ``"overlap"``: ``|q AND k| = (|q| + |k| - hamming(q, k)) / 2``, which lets the Hamming
+  (XOR + popcount) kernels compute the AND count without a kernel of its own.
+
+Where the prior mask is off and the score is Hamming, winners come from the fused top-k kernel
+:func:`hdc.topk` (smallest distance = largest score) run on the keys in *reverse* order, so its
+"lower index wins" tie rule becomes "more recent key wins". Elsewhere a Hamming matrix is
+computed block by block and the winners selected in NumPy.
+
+Public API::
+
+    pack_codes(bits) -> uint64 words                         # (..., code_bits) {0,1} -> (..., n_words)
+    packed_scores(q_words, k_words, code_bits, score) -> (scores int64 (m, n), info)
+    select_winners(scores, k, allowed) -> (idx int64 (m, kmax), valid bool (m, kmax))
+    PackedSpikingAttention(att)                               # wraps a trained module
+        .forward(x (B, T, C) torch) -> y (B, T, C) torch      # == att(x) within float tolerance
+        .winners(x) -> list over (b, h) of (idx, valid)       # the chosen keys
+        .prefill(x (1, T, C)) -> (y, cache);  .step(x_t (1, 1, C), cache) -> y_t   # decoding
+    packed_model(model)                                       # context manager: a model's spiking
+                                                              # attention layers run packed
+
+Example::
+
+    >>> patt = PackedSpikingAttention(att)            # att: a SpikingKWTAAttention
+    >>> y = patt.forward(x)                            # same as att(x) to ~1e-6
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import hdc
+from hdc.packing import n_words_for
+
+from .attention import SpikingKWTAAttention, allowed_keys
+
+__all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "PackedSpikingAttention",
+           "DecodeCache", "packed_model", "PACKED_CALLS"]
+
+#: Counts kernel calls of the packed path (proof that the packed kernels ran, for tests and benches).
+PACKED_CALLS = {"hamming_matrix": 0, "topk": 0, "popcount": 0}
+
+_NEG = -(1 << 62)  # composite key of a disallowed entry: below every real one, safe to negate
+
+
+def pack_codes(bits) -> np.ndarray:
+    """Pack {0,1} codes (torch or numpy) into uint64 words. Shapes: (..., code_bits) -> (..., n_words)."""
+    if isinstance(bits, torch.Tensor):
+        bits = bits.detach().cpu().numpy()
+    bits = np.asarray(bits)
+    return hdc.pack_bits(bits.astype(bool) if bits.dtype != np.bool_ else bits)
+
+
+def _popcount(words: np.ndarray) -> np.ndarray:
+    PACKED_CALLS["popcount"] += 1
+    return hdc.popcount(words)
+
+
+def packed_scores(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score: str, *,
+                  q_pop: np.ndarray | None = None, k_pop: np.ndarray | None = None,
+                  threads: int | None = None) -> tuple[np.ndarray, dict]:
+    """Integer scores of every (query, key) pair from packed codes, event-driven.
+
+    Only queries and keys with at least one spike go through the pairwise Hamming kernel; the
+    rest are filled from popcounts. ``info`` reports how many rows, columns and pairs were active.
+
+    Shapes: q_words (m, W), k_words (n, W) -> scores (m, n) int64, info dict.
+    """
+    if score not in ("hamming", "overlap"):
+        raise ValueError(f"score must be 'hamming' or 'overlap', got {score!r}")
+    m, n = q_words.shape[0], k_words.shape[0]
+    q_pop = _popcount(q_words) if q_pop is None else q_pop
+    k_pop = _popcount(k_words) if k_pop is None else k_pop
+    aq, ak = q_pop > 0, k_pop > 0
+    n_aq, n_ak = int(aq.sum()), int(ak.sum())
+    # silent query: hamming = |k|; silent key: hamming = |q|; both silent: 0
+    ham = np.broadcast_to(k_pop[None, :], (m, n)).astype(np.int64)
+    ham[:, ~ak] = q_pop[:, None]
+    if n_aq and n_ak:
+        if n_aq == m and n_ak == n:
+            sub = hdc.hamming_matrix(q_words, k_words, threads=threads)
+            ham = sub.astype(np.int64)
+        else:
+            sub = hdc.hamming_matrix(np.ascontiguousarray(q_words[aq]), np.ascontiguousarray(k_words[ak]),
+                                     threads=threads)
+            ham[np.ix_(aq, ak)] = sub
+        PACKED_CALLS["hamming_matrix"] += 1
+    if score == "hamming":
+        s = code_bits - 2 * ham
+    else:
+        # |q AND k| = (|q| + |k| - hamming(q, k)) / 2: the AND count from the XOR popcount kernel
+        s = (q_pop[:, None] + k_pop[None, :] - ham) // 2
+    info = {"active_queries": n_aq, "active_keys": n_ak, "pairs_computed": n_aq * n_ak, "pairs_total": m * n}
+    return s, info
+
+
+def _k_row(k, n_allowed: np.ndarray) -> np.ndarray:
+    """numpy mirror of :func:`spiking_attention.kwta.resolve_k` (validated there)."""
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+        return np.minimum(n_allowed, int(k))
+    kr = np.maximum(np.ceil(n_allowed.astype(np.float64) * float(k)).astype(np.int64), 1)
+    return np.minimum(kr, n_allowed)
+
+
+def select_winners(scores: np.ndarray, k, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best allowed keys per row, best first; ties go to the higher (more recent) index.
+
+    The same rule as :func:`~spiking_attention.kwta.kwta_mask`, made exact by ranking the
+    unique composite ``score * n + j`` (integer scores only).
+
+    Shapes: scores (m, n) int, allowed (m, n) bool or None -> idx (m, kmax) int64, valid (m, kmax) bool,
+    where kmax = the largest per-row k; ``valid`` is False on the padding of rows with fewer winners.
+    """
+    m, n = scores.shape
+    allowed = np.ones((m, n), bool) if allowed is None else allowed
+    k_row = _k_row(k, allowed.sum(1))
+    kmax = int(k_row.max()) if m else 0
+    if kmax == 0:
+        return np.zeros((m, 0), np.int64), np.zeros((m, 0), bool)
+    comp = scores.astype(np.int64) * n + np.arange(n, dtype=np.int64)[None, :]
+    comp = np.where(allowed, comp, _NEG)
+    if kmax < n:
+        part = np.argpartition(-comp, kmax - 1, axis=1)[:, :kmax]
+    else:
+        part = np.broadcast_to(np.arange(n), (m, n)).copy()
+    order = np.argsort(-np.take_along_axis(comp, part, 1), axis=1)
+    idx = np.take_along_axis(part, order, 1)
+    valid = np.arange(kmax)[None, :] < k_row[:, None]
+    return idx, valid
+
+
+def aggregate_winners(scores: np.ndarray, idx: np.ndarray, valid: np.ndarray, v: np.ndarray,
+                      scale: float) -> np.ndarray:
+    """Softmax over the winners' scaled scores, times their values.
+
+    Shapes: scores (m, n) int or (m, kmax) already gathered, idx/valid (m, kmax), v (n, hs) -> (m, hs).
+    """
+    s = scores if scores.shape == idx.shape else np.take_along_axis(scores, idx, 1)
+    logits = np.where(valid, s.astype(np.float32) * np.float32(scale), np.float32(-np.inf))
+    logits -= logits.max(1, keepdims=True)
+    w = np.exp(logits)
+    w /= w.sum(1, keepdims=True)
+    return np.einsum("mk,mkh->mh", w, v[idx], dtype=np.float32)
+
+
+@dataclass
+class DecodeCache:
+    """Per-layer decoding state: packed keys newest-first, their popcounts, values, LIF membranes.
+
+    Keys are stored from the end of a preallocated buffer backwards, so ``k_rev[:, cap-n:]`` lists
+    the keys newest first: exactly the order in which :func:`hdc.topk`'s "lower index wins"
+    tie rule means "more recent key wins".
+    """
+
+    cap: int
+    k_rev: np.ndarray        # (nh, cap, W) uint64, key t at row cap - 1 - t
+    kpop_rev: np.ndarray     # (nh, cap) int64
+    v: np.ndarray            # (nh, cap, hs) float32, value t at row t
+    n: int = 0
+    state: dict = field(default_factory=dict)
+
+
+class PackedSpikingAttention:
+    """Inference-only packed form of a :class:`SpikingKWTAAttention` (reads its weights live).
+
+    Shapes: forward x (B, T, C) -> (B, T, C); codes packed to (B, nh, T, n_words).
+    """
+
+    def __init__(self, att: SpikingKWTAAttention, *, block_rows: int = 256, threads: int | None = None):
+        if not isinstance(att, SpikingKWTAAttention):
+            raise TypeError(f"PackedSpikingAttention wraps a SpikingKWTAAttention, got {type(att).__name__}")
+        if att.output != "softmax":
+            raise ValueError(f"the packed path implements output='softmax' only, got {att.output!r}")
+        if not (isinstance(block_rows, int) and block_rows >= 1):
+            raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
+        self.att, self.block_rows, self.threads = att, block_rows, threads
+        self.n_words = n_words_for(att.code_bits)
+        self.last_info: dict = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _scales(self) -> np.ndarray:
+        return self.att.score_scale().detach().reshape(-1).cpu().numpy().astype(np.float32)  # (nh,)
+
+    @property
+    def _fused_ok(self) -> bool:
+        return self.att.score == "hamming" and self.att.prior_window is None
+
+    def _head_winners(self, qw, kw, T0: int, allowed_fn):
+        """Scores and winners of queries at absolute positions T0..T0+m-1 against keys 0..n-1.
+
+        Rows are processed in blocks; a block's queries only need the keys up to its last row.
+        Returns (scores gathered at idx (m, kmax), idx, valid, info totals).
+        """
+        att = self.att
+        m, n = qw.shape[0], kw.shape[0]
+        q_pop, k_pop = _popcount(qw), _popcount(kw)
+        out_s, out_i, out_v = [], [], []
+        tot = {"active_queries": 0, "active_keys": 0, "pairs_computed": 0, "pairs_total": 0}
+        for r0 in range(0, m, self.block_rows):
+            r1 = min(m, r0 + self.block_rows)
+            n_keys = min(n, T0 + r1)  # causal: nothing after the block's last query
+            s, info = packed_scores(qw[r0:r1], kw[:n_keys], att.code_bits, att.score,
+                                    q_pop=q_pop[r0:r1], k_pop=k_pop[:n_keys], threads=self.threads)
+            allowed = allowed_fn(T0 + r0, T0 + r1, n_keys)
+            idx, valid = select_winners(s, att.k, allowed)
+            out_s.append(np.take_along_axis(s, idx, 1))
+            out_i.append(idx)
+            out_v.append(valid)
+            tot["pairs_computed"] += info["pairs_computed"]
+            tot["pairs_total"] += info["pairs_total"]
+        tot["active_queries"], tot["active_keys"] = int((q_pop > 0).sum()), int((k_pop > 0).sum())
+        kmax = max(i.shape[1] for i in out_i)
+        pad = lambda a, fill: np.pad(a, ((0, 0), (0, kmax - a.shape[1])), constant_values=fill)  # noqa: E731
+        return (np.concatenate([pad(a, 0) for a in out_s]), np.concatenate([pad(a, 0) for a in out_i]),
+                np.concatenate([pad(a, False) for a in out_v]), tot)
+
+    def _allowed_fn(self):
+        att = self.att
+
+        def fn(q0, q1, n_keys):
+            return allowed_keys(att, q1 - q0, q1, device="cpu")[:, :n_keys].numpy()
+        return fn
+
+    # ------------------------------------------------------------------ full sequences
+    @torch.no_grad()
+    def core(self, x: torch.Tensor):
+        """The attention core on packed codes; returns (y before c_proj (B, nh, T, hs) numpy, winners)."""
+        att = self.att
+        q, k, v, _ = att.codes(x)                           # (B, nh, T, cb) {0,1}; v (B, nh, T, hs)
+        qw, kw = pack_codes(q), pack_codes(k)               # (B, nh, T, W) uint64
+        v = v.float().cpu().numpy()
+        B, nh, T, _ = q.shape
+        scales = self._scales()
+        y = np.empty((B, nh, T, att.head_size), np.float32)
+        winners = []
+        totals = {"active_queries": 0, "active_keys": 0, "pairs_computed": 0, "pairs_total": 0}
+        allowed_fn = self._allowed_fn()
+        for b in range(B):
+            for h in range(nh):
+                s, idx, valid, info = self._head_winners(qw[b, h], kw[b, h], 0, allowed_fn)
+                y[b, h] = aggregate_winners(s, idx, valid, v[b, h], float(scales[h]))
+                winners.append((idx, valid))
+                for key in totals:
+                    totals[key] += info[key]
+        self.last_info = totals
+        return y, winners
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as ``att(x)`` (no stats recorded), computed on packed codes. Shapes: (B, T, C) -> (B, T, C)."""
+        from .attention import _check_input
+        _check_input(x, self.att.d_model, self.att.max_seq_len)
+        B, T, C = x.shape
+        y, _ = self.core(x)
+        y = torch.from_numpy(y).to(x.dtype).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.att.c_proj(y)
+
+    __call__ = forward
+
+    @torch.no_grad()
+    def winners(self, x: torch.Tensor):
+        """The winning key indices per (batch, head), in order b-major: list of (idx (T, kmax), valid)."""
+        return self.core(x)[1]
+
+    # ------------------------------------------------------------------ decoding
+    def new_cache(self, capacity: int) -> DecodeCache:
+        att = self.att
+        if capacity > att.max_seq_len:
+            raise ValueError(f"cache capacity {capacity} exceeds max_seq_len {att.max_seq_len}")
+        nh = att.n_head
+        return DecodeCache(cap=capacity, k_rev=np.zeros((nh, capacity, self.n_words), np.uint64),
+                           kpop_rev=np.zeros((nh, capacity), np.int64),
+                           v=np.zeros((nh, capacity, att.head_size), np.float32))
+
+    @torch.no_grad()
+    def prefill(self, x: torch.Tensor, capacity: int | None = None):
+        """Run a prompt (batch 1) and keep its keys for :meth:`step`. Shapes: x (1, T, C) -> y (1, T, C), cache."""
+        if x.dim() != 3 or x.shape[0] != 1:
+            raise ValueError(f"prefill takes one sequence (1, T, C), got {tuple(x.shape)}")
+        att = self.att
+        T = x.shape[1]
+        cache = self.new_cache(att.max_seq_len if capacity is None else capacity)
+        if T > cache.cap:
+            raise ValueError(f"prompt of {T} tokens exceeds the cache capacity {cache.cap}")
+        q, k, v, state = att.codes(x)
+        self._append(cache, pack_codes(k[0]), v[0].float().numpy(), state)
+        y = self.forward(x)
+        return y, cache
+
+    def _append(self, cache: DecodeCache, kw: np.ndarray, v: np.ndarray, state: dict) -> None:
+        """Add keys (nh, t, W) and values (nh, t, hs) at the end of the cache (newest first in k_rev)."""
+        t = kw.shape[1]
+        n0, cap = cache.n, cache.cap
+        if n0 + t > cap:
+            raise ValueError(f"decode cache full: {n0} + {t} tokens exceed capacity {cap}")
+        # key n0 + i goes to row cap - 1 - (n0 + i): reversed time order
+        cache.k_rev[:, cap - n0 - t:cap - n0] = kw[:, ::-1]
+        cache.kpop_rev[:, cap - n0 - t:cap - n0] = hdc.popcount(np.ascontiguousarray(kw[:, ::-1]))
+        cache.v[:, n0:n0 + t] = v
+        cache.n = n0 + t
+        cache.state = state
+
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, cache: DecodeCache) -> torch.Tensor:
+        """One decoding step: the new token's query against all cached keys (itself included).
+
+        Shapes: x_t (1, 1, C) -> y_t (1, 1, C). Appends the token's key and value to ``cache``.
+        """
+        att = self.att
+        q, k, v, state = att.codes(x_t, cache.state)        # (1, nh, 1, cb)
+        self._append(cache, pack_codes(k[0]), v[0].float().numpy(), state)
+        y = self.step_core(pack_codes(q[0, :, 0]), cache)   # (nh, hs)
+        y = torch.from_numpy(y).to(x_t.dtype).reshape(1, 1, att.d_model)
+        return att.c_proj(y)
+
+    def step_core(self, q_words: np.ndarray, cache: DecodeCache) -> np.ndarray:
+        """Attention core of one decode step. Shapes: q_words (nh, W) -> (nh, hs) float32."""
+        att = self.att
+        n, cap = cache.n, cache.cap
+        scales = self._scales()
+        out = np.empty((att.n_head, att.head_size), np.float32)
+        for h in range(att.n_head):
+            keys = cache.k_rev[h, cap - n:]                 # (n, W), newest first
+            qh = q_words[h:h + 1]                           # (1, W)
+            q_pop = _popcount(qh)
+            k_eff = min(n, int(_k_row(att.k, np.array([n]))[0]))
+            if self._fused_ok and q_pop[0] > 0:
+                # fused top-k: smallest Hamming distance = largest bipolar score; the newest-first
+                # order turns topk's "lower index wins" into "more recent key wins"
+                dist, ridx = hdc.topk(qh, keys, k_eff, threads=self.threads)
+                PACKED_CALLS["topk"] += 1
+                s = att.code_bits - 2 * dist.astype(np.int64)
+                idx = (n - 1 - ridx)                        # back to time order
+                valid = np.ones_like(idx, bool)
+            else:
+                kpop = cache.kpop_rev[h, cap - n:]
+                s_rev, _ = packed_scores(qh, keys, att.code_bits, att.score, q_pop=q_pop, k_pop=kpop,
+                                         threads=self.threads)
+                s_full = s_rev[:, ::-1]                     # (1, n) time order
+                allowed = allowed_keys(att, 1, n, device="cpu").numpy()
+                idx, valid = select_winners(s_full, att.k, allowed)
+                s = np.take_along_axis(s_full, idx, 1)
+            out[h] = aggregate_winners(s, idx, valid, cache.v[h, :n], float(scales[h]))[0]
+        return out
+
+
+@contextlib.contextmanager
+def packed_model(model: torch.nn.Module, **kw):
+    """Within the block, every :class:`SpikingKWTAAttention` in ``model`` runs on the packed path.
+
+    Example: ``with packed_model(lm): logits, _ = lm(idx)``.
+    """
+    swapped = []
+    for mod in model.modules():
+        if isinstance(mod, SpikingKWTAAttention):
+            p = PackedSpikingAttention(mod, **kw)
+            swapped.append((mod, mod.__dict__.get("forward")))
+            mod.forward = p.forward  # instance attribute shadows the class method
+    try:
+        yield model
+    finally:
+        for mod, old in swapped:
+            if old is None:
+                del mod.forward
+            else:
+                mod.forward = old
