@@ -1,0 +1,45 @@
+# hdspike: `make demo` runs the main job, `make test` runs the tests. Both create .venv.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast test-sanitize bench bench-quick data clean
+
+$(STAMP): pyproject.toml setup.py constraints-dev.txt $(wildcard csrc/*.c csrc/*.h csrc/*.inc csrc/*.py)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip 'setuptools>=68' wheel 'cffi>=1.16'
+	# torch is pinned to the CPU wheel on this machine's disk (constraints-dev.txt);
+	# --no-build-isolation builds the C extension with the venv's own cffi/setuptools.
+	$(BIN)/pip install -q -c constraints-dev.txt --no-build-isolation -e '.[test]'
+	$(BIN)/python -c "import hdc; print('hdc backends:', hdc.backend_info())"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist where we can apt-get (root on Debian);
+# elsewhere the loader names the upstream address and the tests that need it skip.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "dataset-fashion-mnist not installed"; \
+	fi
+
+demo: install
+	$(BIN)/python -m hdc.demo
+
+test: install data
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+
+# The C kernels under AddressSanitizer + UBSan (a separate build in .asan/; see README).
+test-sanitize: install
+	$(BIN)/python csrc/sanitize.py
+
+bench-quick: install data
+	for b in bench/[a-z]*.py; do $(BIN)/python $$b --quick --out bench/results/quick || exit 1; done
+
+clean:
+	rm -rf build .asan *.egg-info hdc/_hdc_c*.so hdc/_hdc_c.c .pytest_cache
