@@ -1,0 +1,56 @@
+/* hdc.h: the C kernels of hdspike, as plain prototypes (read verbatim by cffi's ffi.cdef).
+ *
+ * Layout: a batch of hypervectors is a C-contiguous uint64 array (n_rows, n_words);
+ * bit i of a vector is bit i % 64 of word i / 64. Every function returns 0 on success
+ * or a negative HDC_E* code (see hdc_internal.h); it never writes outside the buffers
+ * its sizes describe. threads >= 1 is the number of threads a call may use (the caller
+ * included); results never depend on it, nor on the ISA level.
+ *
+ * Limits: n_rows, n, m < 2^62; hamming_matrix/topk need 64 * n_words < 2^31 (int32
+ * distances); bit_counts/bundle take any n_rows < 2^62 (int64 counters).
+ *
+ * Each function equals the NumPy reference composition named beside it
+ * (hdc/backends/numpy_ref.py).
+ */
+
+/* out = a ^ b over n_rows * n_words words. */
+int hdc_bind(const uint64_t *a, const uint64_t *b, uint64_t *out,
+             int64_t n_rows, int64_t n_words, int threads);
+
+/* out[r] = bitwise_count(x[r]).sum() */
+int hdc_popcount(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t *out, int threads);
+
+/* out[r] = bitwise_count(a[r] ^ b[r]).sum() */
+int hdc_hamming_rows(const uint64_t *a, const uint64_t *b, int64_t n_rows, int64_t n_words,
+                     int64_t *out, int threads);
+
+/* out[i * out_stride + j] = bitwise_count(q[i] ^ x[j]).sum(), i < m, j < n (out_stride >= n). */
+int hdc_hamming_matrix(const uint64_t *q, int64_t m, const uint64_t *x, int64_t n,
+                       int64_t n_words, int32_t *out, int64_t out_stride, int threads);
+
+/* The k smallest distances per query, ascending, ties by lower index (1 <= k <= n). */
+int hdc_topk(const uint64_t *q, int64_t m, const uint64_t *x, int64_t n, int64_t n_words,
+             int64_t k, int32_t *out_dist, int64_t *out_idx, int threads);
+
+/* Cyclic rotation of the dim valid bits of each row: bit j -> bit (j + shift) % dim, 0 <= shift < dim. */
+int hdc_permute(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim, int64_t shift,
+                uint64_t *out, int threads);
+
+/* counts[j] += number of rows with bit j set, j < dim (pad bits ignored). */
+int hdc_bit_counts(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim,
+                   int64_t *counts, int threads);
+
+/* out bit j = 2*count_j > n_rows, or tie bit j where 2*count_j == n_rows; pad bits 0. */
+int hdc_bundle_majority(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim,
+                        const uint64_t *tie, uint64_t *out, int threads);
+
+/* ISA levels: 0 = portable C, 1 = AVX2, 2 = AVX-512 (F/BW/VL/VPOPCNTDQ). */
+int hdc_isa_supported(int level);   /* 1 if this CPU and OS can run the level */
+int hdc_detected_isa(void);         /* best supported level, found once by CPUID + XGETBV */
+int hdc_get_isa(void);              /* level in use now */
+int hdc_set_isa(int level);         /* 0, or HDC_EUNSUPPORTED / HDC_EINVAL */
+/* How many calls of kernel (0 bind, 1 popcount, 2 hamming_rows, 3 hamming_matrix, 4 topk,
+ * 5 permute, 6 bit_counts, 7 bundle_majority) ran at level. */
+uint64_t hdc_call_count(int kernel, int level);
+/* 1 when compiled with -fsanitize (the HDC_SANITIZE build). */
+int hdc_sanitized(void);

@@ -1,0 +1,106 @@
+/* hdc_avx2.c: the AVX2 kernel set (compiled per function through the target pragma;
+ * runs only after hdc_core.c's CPUID + XGETBV check chose this level).
+ *
+ * Hamming matrix in the vertical layout (see hdc_avx512.c) with 8 stored rows per block:
+ * one ymm holds one word of 4 rows. AVX2 has no vector popcount, so each byte is counted
+ * by the nibble lookup (vpshufb on the low and the high nibbles), byte counts accumulate
+ * for up to 31 words (31 * 8 = 248 < 256) and then fold into int64 lanes with vpsadbw.
+ */
+#if defined(__x86_64__)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,avx,popcnt,bmi,bmi2")
+
+#include <immintrin.h>
+
+#include "hdc_internal.h"
+
+#define SFX(name) name##_avx2
+#define HDC_VW 4
+#include "kernels_generic.inc"
+
+#define R256 HDC_BLOCK_ROWS_256
+
+static int64_t hmat_scratch_avx2(int64_t W) { return W * R256 + 4; }
+
+static inline __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low4) {
+    __m256i lo = _mm256_and_si256(v, low4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+static void hmat_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
+                            int32_t *out, int64_t stride, uint64_t *T) {
+    if (m < 4) {
+        hmat_horizontal_avx2(q, m, x, r0, r1, W, out, stride);
+        return;
+    }
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t r = r0; r < r1; r += R256) {
+        int64_t nr = r1 - r < R256 ? r1 - r : R256;
+        hdc_transpose_block(x, r, nr, R256, W, T);
+        for (int64_t qi = 0; qi < m; qi += 4) {
+            int64_t nq = m - qi < 4 ? m - qi : 4;
+            const uint64_t *qp[4];
+            for (int i = 0; i < 4; i++) qp[i] = q + (qi + (i < nq ? i : 0)) * W;
+            __m256i s[4][2];
+            for (int i = 0; i < 4; i++) s[i][0] = s[i][1] = zero;
+            for (int64_t w0 = 0; w0 < W; w0 += 31) {
+                int64_t w1 = W - w0 < 31 ? W : w0 + 31;
+                __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero;
+                __m256i c20 = zero, c21 = zero, c30 = zero, c31 = zero;
+                for (int64_t w = w0; w < w1; w++) {
+                    const uint64_t *t = T + w * R256;
+                    __m256i t0 = _mm256_load_si256((const __m256i *)t);
+                    __m256i t1 = _mm256_load_si256((const __m256i *)(t + 4));
+                    __m256i b = _mm256_set1_epi64x((long long)qp[0][w]);
+                    c00 = _mm256_add_epi8(c00, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
+                    c01 = _mm256_add_epi8(c01, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
+                    b = _mm256_set1_epi64x((long long)qp[1][w]);
+                    c10 = _mm256_add_epi8(c10, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
+                    c11 = _mm256_add_epi8(c11, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
+                    b = _mm256_set1_epi64x((long long)qp[2][w]);
+                    c20 = _mm256_add_epi8(c20, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
+                    c21 = _mm256_add_epi8(c21, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
+                    b = _mm256_set1_epi64x((long long)qp[3][w]);
+                    c30 = _mm256_add_epi8(c30, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
+                    c31 = _mm256_add_epi8(c31, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
+                }
+                s[0][0] = _mm256_add_epi64(s[0][0], _mm256_sad_epu8(c00, zero));
+                s[0][1] = _mm256_add_epi64(s[0][1], _mm256_sad_epu8(c01, zero));
+                s[1][0] = _mm256_add_epi64(s[1][0], _mm256_sad_epu8(c10, zero));
+                s[1][1] = _mm256_add_epi64(s[1][1], _mm256_sad_epu8(c11, zero));
+                s[2][0] = _mm256_add_epi64(s[2][0], _mm256_sad_epu8(c20, zero));
+                s[2][1] = _mm256_add_epi64(s[2][1], _mm256_sad_epu8(c21, zero));
+                s[3][0] = _mm256_add_epi64(s[3][0], _mm256_sad_epu8(c30, zero));
+                s[3][1] = _mm256_add_epi64(s[3][1], _mm256_sad_epu8(c31, zero));
+            }
+            for (int i = 0; i < nq; i++) {
+                int64_t d[8] __attribute__((aligned(32)));
+                _mm256_store_si256((__m256i *)d, s[i][0]);
+                _mm256_store_si256((__m256i *)(d + 4), s[i][1]);
+                int32_t *dst = out + (qi + i) * stride + r;
+                for (int64_t j = 0; j < nr; j++) dst[j] = (int32_t)d[j];
+            }
+        }
+    }
+}
+
+const hdc_kernels hdc_kernels_avx2 = {
+    .bind = bind_avx2,
+    .popcount = popcount_avx2,
+    .hamming_rows = hamming_rows_avx2,
+    .hmat_range = hmat_range_avx2,
+    .hmat_scratch_words = hmat_scratch_avx2,
+    .topk_range = NULL,
+    .permute = permute_avx2,
+    .slice_count = slice_count_avx2,
+    .col_width = 4,
+};
+
+#pragma GCC pop_options
+
+#endif /* __x86_64__ */

@@ -1,0 +1,611 @@
+/* hdc_core.c: ISA detection and dispatch, the threading layer, argument checks, the
+ * selection logic of top-k, and the portable kernel set. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hdc_internal.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+/* ------------------------------------------------------------------ portable kernels */
+#define SFX(name) name##_portable
+#define HDC_VW 1
+#include "kernels_generic.inc"
+#undef SFX
+#undef HDC_VW
+
+static int64_t hmat_scratch_none(int64_t W) { (void)W; return 0; }
+
+static void hmat_range_portable(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1,
+                                int64_t W, int32_t *out, int64_t stride, uint64_t *scratch) {
+    (void)scratch;
+    hmat_horizontal_portable(q, m, x, r0, r1, W, out, stride);
+}
+
+const hdc_kernels hdc_kernels_portable = {
+    .bind = bind_portable,
+    .popcount = popcount_portable,
+    .hamming_rows = hamming_rows_portable,
+    .hmat_range = hmat_range_portable,
+    .hmat_scratch_words = hmat_scratch_none,
+    .topk_range = NULL,
+    .permute = permute_portable,
+    .slice_count = slice_count_portable,
+    .col_width = 1,
+};
+
+/* ------------------------------------------------------------------ ISA detection */
+static int g_detected = -1;
+static int g_isa = -1;
+static uint64_t g_calls[HDC_N_KERNELS][HDC_N_ISA];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+#if defined(__x86_64__)
+static uint64_t xgetbv0(void) {
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+#endif
+
+static void detect(void) {
+    int best = HDC_ISA_PORTABLE;
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) {
+        int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+        /* the OS must save YMM (XCR0 bits 1,2) and, for AVX-512, opmask/ZMM (bits 5,6,7) */
+        uint64_t xcr0 = osxsave ? xgetbv0() : 0;
+        int ymm_os = (xcr0 & 0x6) == 0x6;
+        int zmm_os = (xcr0 & 0xE6) == 0xE6;
+        unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0;
+        if (__get_cpuid_max(0, NULL) >= 7) __cpuid_count(7, 0, a7, b7, c7, d7);
+        int popcnt = (c >> 23) & 1;
+        int avx2 = (b7 >> 5) & 1;
+        int f = (b7 >> 16) & 1, bw = (b7 >> 30) & 1, vl = (b7 >> 31) & 1, vpopcntdq = (c7 >> 14) & 1;
+        if (avx && avx2 && popcnt && ymm_os) best = HDC_ISA_AVX2;
+        if (best == HDC_ISA_AVX2 && f && bw && vl && vpopcntdq && zmm_os) best = HDC_ISA_AVX512;
+    }
+#endif
+    g_detected = best;
+    g_isa = best;
+}
+
+static void ensure_init(void) { pthread_once(&g_once, detect); }
+
+int hdc_detected_isa(void) { ensure_init(); return g_detected; }
+
+int hdc_isa_supported(int level) {
+    ensure_init();
+    return level >= 0 && level <= g_detected;
+}
+
+int hdc_get_isa(void) { ensure_init(); return __atomic_load_n(&g_isa, __ATOMIC_RELAXED); }
+
+int hdc_set_isa(int level) {
+    ensure_init();
+    if (level < 0 || level >= HDC_N_ISA) return HDC_EINVAL;
+    if (level > g_detected) return HDC_EUNSUPPORTED;
+    __atomic_store_n(&g_isa, level, __ATOMIC_RELAXED);
+    return HDC_OK;
+}
+
+uint64_t hdc_call_count(int kernel, int level) {
+    if (kernel < 0 || kernel >= HDC_N_KERNELS || level < 0 || level >= HDC_N_ISA) return 0;
+    return __atomic_load_n(&g_calls[kernel][level], __ATOMIC_RELAXED);
+}
+
+int hdc_sanitized(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The kernel set of the current level; counts the call for kernel kid. */
+static const hdc_kernels *kernels_for(int kid) {
+    int lvl = hdc_get_isa();
+    __atomic_fetch_add(&g_calls[kid][lvl], 1, __ATOMIC_RELAXED);
+#if defined(__x86_64__)
+    if (lvl == HDC_ISA_AVX512) return &hdc_kernels_avx512;
+    if (lvl == HDC_ISA_AVX2) return &hdc_kernels_avx2;
+#endif
+    return &hdc_kernels_portable;
+}
+
+/* ------------------------------------------------------------------ threading */
+/* Split [0, n_items) into `threads` contiguous ranges: range t goes to thread t (t = 0 runs
+ * on the caller). Threads are created per call, so a call never uses more than it was given.
+ * A thread that cannot be created runs its range on the caller instead. */
+typedef void (*work_fn)(void *ctx, int64_t begin, int64_t end, int tid);
+
+typedef struct {
+    work_fn fn;
+    void *ctx;
+    int64_t begin, end;
+    int tid;
+} work_item;
+
+static void *work_trampoline(void *arg) {
+    work_item *it = (work_item *)arg;
+    it->fn(it->ctx, it->begin, it->end, it->tid);
+    return NULL;
+}
+
+#define HDC_MAX_THREADS 256
+
+static int parallel_for(int64_t n_items, int threads, work_fn fn, void *ctx) {
+    if (threads > n_items) threads = (int)(n_items > 0 ? n_items : 1);
+    if (threads > HDC_MAX_THREADS) threads = HDC_MAX_THREADS;
+    if (threads <= 1) {
+        if (n_items > 0) fn(ctx, 0, n_items, 0);
+        return 1;
+    }
+    work_item items[HDC_MAX_THREADS];
+    pthread_t tids[HDC_MAX_THREADS];
+    int started[HDC_MAX_THREADS];
+    for (int t = 0; t < threads; t++) {
+        items[t].fn = fn;
+        items[t].ctx = ctx;
+        items[t].begin = n_items * t / threads;
+        items[t].end = n_items * (t + 1) / threads;
+        items[t].tid = t;
+        started[t] = 0;
+    }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tids[t], NULL, work_trampoline, &items[t]) == 0;
+    fn(ctx, items[0].begin, items[0].end, 0);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(tids[t], NULL);
+        else fn(ctx, items[t].begin, items[t].end, t);
+    }
+    return threads;
+}
+
+/* Threads worth using for `work` word-operations: a thread costs ~20 us to start. */
+static int threads_for(int threads, double work) {
+    const double per_thread_min = 1 << 17;
+    if (threads < 1) threads = 1;
+    int useful = (int)(work / per_thread_min);
+    if (useful < 1) useful = 1;
+    return threads < useful ? threads : useful;
+}
+
+static void *aligned_calloc64(size_t n_bytes) {
+    size_t sz = (n_bytes + 63) & ~(size_t)63;
+    if (sz == 0) sz = 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, sz) != 0) return NULL;
+    memset(p, 0, sz);
+    return p;
+}
+
+#define CHECK_SIZES(rows, W)                                               \
+    do {                                                                    \
+        if ((rows) < 0 || (W) < 0 || (rows) > ((int64_t)1 << 62) ||        \
+            (W) > ((int64_t)1 << 56)) return HDC_EINVAL;                     \
+        if ((W) > 0 && (rows) > (((int64_t)1 << 62) / (W))) return HDC_EINVAL; \
+    } while (0)
+
+/* ------------------------------------------------------------------ bind / popcount / hamming rows */
+typedef struct {
+    const hdc_kernels *k;
+    const uint64_t *a, *b;
+    uint64_t *out;
+    int64_t *out64;
+    int64_t W;
+} rows_ctx;
+
+static void bind_worker(void *p, int64_t s, int64_t e, int tid) {
+    rows_ctx *c = (rows_ctx *)p;
+    (void)tid;
+    s *= 8;
+    e *= 8;
+    if (e > c->W) e = c->W; /* W holds the total word count here */
+    c->k->bind(c->a + s, c->b + s, c->out + s, e - s);
+}
+
+int hdc_bind(const uint64_t *a, const uint64_t *b, uint64_t *out, int64_t n_rows, int64_t n_words, int threads) {
+    CHECK_SIZES(n_rows, n_words);
+    int64_t total = n_rows * n_words;
+    if (total > 0 && (!a || !b || !out)) return HDC_EINVAL;
+    rows_ctx c = {kernels_for(K_BIND), a, b, out, NULL, total};
+    /* split on 8-word (64-byte) boundaries so threads never share a cache line */
+    int64_t units = (total + 7) / 8;
+    parallel_for(units, threads_for(threads, (double)total), bind_worker, &c);
+    return HDC_OK;
+}
+
+static void popcount_worker(void *p, int64_t s, int64_t e, int tid) {
+    rows_ctx *c = (rows_ctx *)p;
+    (void)tid;
+    c->k->popcount(c->a + s * c->W, e - s, c->W, c->out64 + s);
+}
+
+int hdc_popcount(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t *out, int threads) {
+    CHECK_SIZES(n_rows, n_words);
+    if (n_rows > 0 && (!x || !out)) return HDC_EINVAL;
+    rows_ctx c = {kernels_for(K_POPCOUNT), x, NULL, NULL, out, n_words};
+    parallel_for(n_rows, threads_for(threads, (double)n_rows * n_words), popcount_worker, &c);
+    return HDC_OK;
+}
+
+static void hrows_worker(void *p, int64_t s, int64_t e, int tid) {
+    rows_ctx *c = (rows_ctx *)p;
+    (void)tid;
+    c->k->hamming_rows(c->a + s * c->W, c->b + s * c->W, e - s, c->W, c->out64 + s);
+}
+
+int hdc_hamming_rows(const uint64_t *a, const uint64_t *b, int64_t n_rows, int64_t n_words, int64_t *out,
+                     int threads) {
+    CHECK_SIZES(n_rows, n_words);
+    if (n_rows > 0 && (!a || !b || !out)) return HDC_EINVAL;
+    rows_ctx c = {kernels_for(K_HROWS), a, b, NULL, out, n_words};
+    parallel_for(n_rows, threads_for(threads, (double)n_rows * n_words), hrows_worker, &c);
+    return HDC_OK;
+}
+
+/* ------------------------------------------------------------------ hamming matrix */
+typedef struct {
+    const hdc_kernels *k;
+    const uint64_t *q, *x;
+    int64_t m, n, W, stride;
+    int32_t *out;
+    int64_t block;    /* rows per work unit */
+    int split_rows;   /* 1: split stored rows among threads; 0: split queries */
+    uint64_t *scratch;
+    int64_t scratch_words;
+    hdc_topk_list *lists; /* topk: [threads][m] */
+    int err;
+} hmat_ctx;
+
+static void hmat_worker(void *p, int64_t s, int64_t e, int tid) {
+    hmat_ctx *c = (hmat_ctx *)p;
+    uint64_t *scr = c->scratch + (int64_t)tid * c->scratch_words;
+    if (c->split_rows) {
+        int64_t r0 = s * c->block, r1 = e * c->block;
+        if (r1 > c->n) r1 = c->n;
+        c->k->hmat_range(c->q, c->m, c->x, r0, r1, c->W, c->out, c->stride, scr);
+    } else {
+        c->k->hmat_range(c->q + s * c->W, e - s, c->x, 0, c->n, c->W, c->out + s * c->stride, c->stride, scr);
+    }
+}
+
+static int hmat_run(const hdc_kernels *k, const uint64_t *q, int64_t m, const uint64_t *x, int64_t n, int64_t W,
+                    int32_t *out, int64_t stride, int threads) {
+    if (m == 0 || n == 0) return HDC_OK;
+    hmat_ctx c;
+    memset(&c, 0, sizeof c);
+    c.k = k; c.q = q; c.x = x; c.m = m; c.n = n; c.W = W; c.stride = stride; c.out = out;
+    c.block = HDC_BLOCK_ROWS_512;
+    int64_t n_blocks = (n + c.block - 1) / c.block;
+    threads = threads_for(threads, (double)m * n * (W > 0 ? W : 1));
+    c.split_rows = n_blocks >= threads || m < threads;
+    int64_t units = c.split_rows ? n_blocks : m;
+    if (threads > units) threads = (int)units;
+    c.scratch_words = k->hmat_scratch_words(W);
+    if (c.scratch_words > 0) {
+        c.scratch = (uint64_t *)aligned_calloc64((size_t)c.scratch_words * 8 * (size_t)threads);
+        if (!c.scratch) return HDC_ENOMEM;
+    }
+    parallel_for(units, threads, hmat_worker, &c);
+    free(c.scratch);
+    return HDC_OK;
+}
+
+int hdc_hamming_matrix(const uint64_t *q, int64_t m, const uint64_t *x, int64_t n, int64_t n_words, int32_t *out,
+                       int64_t out_stride, int threads) {
+    CHECK_SIZES(m, n_words);
+    CHECK_SIZES(n, n_words);
+    if (n_words >= ((int64_t)1 << 25)) return HDC_ELIMIT; /* 64 * n_words must fit int32 */
+    if (out_stride < n || (m > 1 && out_stride > (((int64_t)1 << 62) / m))) return HDC_EINVAL;
+    if (m > 0 && n > 0 && (!q || !x || !out)) return HDC_EINVAL;
+    return hmat_run(kernels_for(K_HMAT), q, m, x, n, n_words, out, out_stride, threads);
+}
+
+/* ------------------------------------------------------------------ top-k */
+/* Merge sorted lists (dist, idx) lexicographically; each list's rows are a contiguous range. */
+static void topk_merge(hdc_topk_list *const *ls, int nl, int64_t k, int32_t *od, int64_t *oi) {
+    int64_t pos[HDC_MAX_THREADS] = {0};
+    for (int64_t t = 0; t < k; t++) {
+        int best = -1;
+        for (int l = 0; l < nl; l++) {
+            if (pos[l] >= ls[l]->count) continue;
+            if (best < 0) { best = l; continue; }
+            int32_t d = ls[l]->dist[pos[l]], bd = ls[best]->dist[pos[best]];
+            if (d < bd || (d == bd && ls[l]->idx[pos[l]] < ls[best]->idx[pos[best]])) best = l;
+        }
+        if (best < 0) { od[t] = 0; oi[t] = -1; continue; } /* unreachable when k <= n */
+        od[t] = ls[best]->dist[pos[best]];
+        oi[t] = ls[best]->idx[pos[best]];
+        pos[best]++;
+    }
+}
+
+typedef struct {
+    const hdc_kernels *k;
+    const uint64_t *q, *x;
+    int64_t m, n, W, kk;
+    int64_t block;
+    hdc_topk_list *lists;
+    uint64_t *scratch;
+    int64_t scratch_words;
+    int nthreads;
+} topk_ctx;
+
+static void topk_fused_worker(void *p, int64_t s, int64_t e, int tid) {
+    topk_ctx *c = (topk_ctx *)p;
+    int64_t r0 = s * c->block, r1 = e * c->block;
+    if (r1 > c->n) r1 = c->n;
+    c->k->topk_range(c->q, c->m, c->x, r0, r1, c->W, c->lists + (int64_t)tid * c->m,
+                     c->scratch + (int64_t)tid * c->scratch_words);
+}
+
+static int topk_fused(const hdc_kernels *k, const uint64_t *q, int64_t m, const uint64_t *x, int64_t n, int64_t W,
+                      int64_t kk, int32_t *od, int64_t *oi, int threads) {
+    topk_ctx c;
+    memset(&c, 0, sizeof c);
+    c.k = k; c.q = q; c.x = x; c.m = m; c.n = n; c.W = W; c.kk = kk;
+    c.block = HDC_BLOCK_ROWS_512;
+    int64_t n_blocks = (n + c.block - 1) / c.block;
+    threads = threads_for(threads, (double)m * n * (W > 0 ? W : 1));
+    if (threads > n_blocks) threads = (int)n_blocks;
+    if (threads < 1) threads = 1;
+    c.nthreads = threads;
+    c.scratch_words = k->hmat_scratch_words(W);
+    size_t nl = (size_t)threads * (size_t)m;
+    c.scratch = (uint64_t *)aligned_calloc64((size_t)c.scratch_words * 8 * (size_t)threads);
+    c.lists = (hdc_topk_list *)calloc(nl, sizeof(hdc_topk_list));
+    int32_t *dbuf = (int32_t *)malloc(nl * (size_t)kk * sizeof(int32_t) + 1);
+    int64_t *ibuf = (int64_t *)malloc(nl * (size_t)kk * sizeof(int64_t) + 1);
+    int rc = HDC_OK;
+    if (!c.scratch || !c.lists || !dbuf || !ibuf) { rc = HDC_ENOMEM; goto done; }
+    for (size_t i = 0; i < nl; i++) {
+        c.lists[i].dist = dbuf + i * (size_t)kk;
+        c.lists[i].idx = ibuf + i * (size_t)kk;
+        c.lists[i].k = kk;
+        c.lists[i].count = 0;
+        c.lists[i].thr = INT64_MAX;
+    }
+    parallel_for(n_blocks, threads, topk_fused_worker, &c);
+    for (int64_t i = 0; i < m; i++) {
+        hdc_topk_list *ls[HDC_MAX_THREADS];
+        for (int t = 0; t < threads; t++) ls[t] = &c.lists[(size_t)t * m + i];
+        topk_merge(ls, threads, kk, od + i * kk, oi + i * kk);
+    }
+done:
+    free(c.scratch);
+    free(c.lists);
+    free(dbuf);
+    free(ibuf);
+    return rc;
+}
+
+/* Selection on a buffer of distances (one row per query): small k by the threshold list,
+ * large k by a counting select over the distance range [0, dmax]. */
+typedef struct {
+    const int32_t *d;
+    int64_t n, kk, dmax;
+    int32_t *od;
+    int64_t *oi;
+    int err;
+} select_ctx;
+
+static void select_worker(void *p, int64_t s, int64_t e, int tid) {
+    select_ctx *c = (select_ctx *)p;
+    (void)tid;
+    int64_t *hist = NULL;
+    if (c->kk > HDC_TOPK_FUSED_MAX) {
+        hist = (int64_t *)malloc((size_t)(c->dmax + 2) * sizeof(int64_t));
+        if (!hist) { __atomic_store_n(&c->err, HDC_ENOMEM, __ATOMIC_RELAXED); return; }
+    }
+    for (int64_t i = s; i < e; i++) {
+        const int32_t *d = c->d + i * c->n;
+        int32_t *od = c->od + i * c->kk;
+        int64_t *oi = c->oi + i * c->kk;
+        if (!hist) {
+            hdc_topk_list L = {od, oi, 0, c->kk, INT64_MAX};
+            for (int64_t j = 0; j < c->n; j++)
+                if (d[j] < L.thr) hdc_topk_push(&L, d[j], j);
+            continue;
+        }
+        /* counting sort restricted to the k smallest: hist -> start offsets per distance */
+        memset(hist, 0, (size_t)(c->dmax + 2) * sizeof(int64_t));
+        for (int64_t j = 0; j < c->n; j++) hist[d[j]]++;
+        int64_t acc = 0, cut = c->dmax;
+        for (int64_t v = 0; v <= c->dmax; v++) {
+            int64_t h = hist[v];
+            hist[v] = acc;
+            acc += h;
+            if (acc >= c->kk) { cut = v; break; }
+        }
+        for (int64_t j = 0; j < c->n; j++) {
+            int32_t v = d[j];
+            if (v > cut) continue;
+            int64_t slot = hist[v]++;
+            if (slot < c->kk) { od[slot] = v; oi[slot] = j; }
+        }
+    }
+    free(hist);
+}
+
+int hdc_topk(const uint64_t *q, int64_t m, const uint64_t *x, int64_t n, int64_t n_words, int64_t k,
+             int32_t *out_dist, int64_t *out_idx, int threads) {
+    CHECK_SIZES(m, n_words);
+    CHECK_SIZES(n, n_words);
+    if (n_words >= ((int64_t)1 << 25)) return HDC_ELIMIT;
+    if (k < 1 || k > n) return HDC_EINVAL;
+    if (m > ((int64_t)1 << 62) / k) return HDC_EINVAL;
+    const hdc_kernels *kern = kernels_for(K_TOPK);
+    if (m == 0) return HDC_OK;
+    if (!q || !x || !out_dist || !out_idx) return HDC_EINVAL;
+    if (kern->topk_range && k <= HDC_TOPK_FUSED_MAX && m >= 4)
+        return topk_fused(kern, q, m, x, n, n_words, k, out_dist, out_idx, threads);
+    /* distances for a chunk of queries at a time (<= 64 MiB of int32), then select */
+    int64_t qc = ((int64_t)1 << 24) / n;
+    if (qc < 1) qc = 1;
+    if (qc > m) qc = m;
+    int32_t *buf = (int32_t *)malloc((size_t)qc * (size_t)n * sizeof(int32_t));
+    if (!buf) return HDC_ENOMEM;
+    int rc = HDC_OK;
+    for (int64_t i0 = 0; i0 < m && rc == HDC_OK; i0 += qc) {
+        int64_t mq = m - i0 < qc ? m - i0 : qc;
+        rc = hmat_run(kern, q + i0 * n_words, mq, x, n, n_words, buf, n, threads);
+        if (rc != HDC_OK) break;
+        select_ctx sc = {buf, n, k, 64 * n_words, out_dist + i0 * k, out_idx + i0 * k, 0};
+        parallel_for(mq, threads_for(threads, (double)mq * n), select_worker, &sc);
+        rc = sc.err;
+    }
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ permute */
+typedef struct {
+    const hdc_kernels *k;
+    const uint64_t *x;
+    uint64_t *out;
+    int64_t W, dim, shift;
+} perm_ctx;
+
+static void perm_worker(void *p, int64_t s, int64_t e, int tid) {
+    perm_ctx *c = (perm_ctx *)p;
+    (void)tid;
+    c->k->permute(c->x + s * c->W, e - s, c->W, c->dim, c->shift, c->out + s * c->W);
+}
+
+static int check_dim_words(int64_t dim, int64_t W) {
+    return dim >= 1 && W == (dim + 63) / 64;
+}
+
+int hdc_permute(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim, int64_t shift, uint64_t *out,
+                int threads) {
+    CHECK_SIZES(n_rows, n_words);
+    if (!check_dim_words(dim, n_words) || shift < 0 || shift >= dim) return HDC_EINVAL;
+    if (n_rows > 0 && (!x || !out)) return HDC_EINVAL;
+    perm_ctx c = {kernels_for(K_PERMUTE), x, out, n_words, dim, shift};
+    parallel_for(n_rows, threads_for(threads, (double)n_rows * n_words), perm_worker, &c);
+    return HDC_OK;
+}
+
+/* ------------------------------------------------------------------ bit counts / majority */
+typedef struct {
+    const hdc_kernels *k;
+    const uint64_t *x, *tie;
+    int64_t rows, W, dim;
+    int L;
+    int64_t *counts;    /* bit_counts */
+    uint64_t *out;      /* majority */
+    int64_t vw;         /* columns per unit */
+    int err;
+} slice_ctx;
+
+static void slice_columns(slice_ctx *c, int64_t c0, int64_t c1) {
+    int64_t ncols = c1 - c0;
+    if (ncols <= 0) return;
+    /* full vectors at the level's width, the remainder columns one word at a time */
+    int64_t vw = c->k->col_width;
+    int64_t cfull = c0 + ncols / vw * vw;
+    uint64_t *loc = (uint64_t *)malloc((size_t)c->L * (size_t)ncols * 8);  /* [L][ncols] */
+    uint64_t *part = (uint64_t *)malloc((size_t)c->L * (size_t)ncols * 8);
+    if (!loc || !part) {
+        __atomic_store_n(&c->err, HDC_ENOMEM, __ATOMIC_RELAXED);
+        free(loc);
+        free(part);
+        return;
+    }
+    if (cfull > c0) {
+        c->k->slice_count(c->x, c->rows, c->W, c0, cfull, part, c->L);
+        for (int l = 0; l < c->L; l++)
+            memcpy(loc + (int64_t)l * ncols, part + (int64_t)l * (cfull - c0), (size_t)(cfull - c0) * 8);
+    }
+    if (c1 > cfull) {
+        slice_count_portable(c->x, c->rows, c->W, cfull, c1, part, c->L);
+        for (int l = 0; l < c->L; l++)
+            memcpy(loc + (int64_t)l * ncols + (cfull - c0), part + (int64_t)l * (c1 - cfull),
+                   (size_t)(c1 - cfull) * 8);
+    }
+    for (int64_t cc = c0; cc < c1; cc++) {
+        int64_t nbits = c->dim - 64 * cc;
+        if (nbits > 64) nbits = 64;
+        uint64_t valid = nbits == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nbits) - 1);
+        if (c->counts) {
+            int64_t cnt[64] = {0};
+            for (int l = 0; l < c->L; l++) {
+                uint64_t pl = loc[(int64_t)l * ncols + (cc - c0)];
+                for (int b = 0; b < 64; b++) cnt[b] += (int64_t)((pl >> b) & 1) << l;
+            }
+            int64_t *dst = c->counts + 64 * cc;
+            for (int b = 0; b < nbits; b++) dst[b] += cnt[b];
+        } else {
+            /* bit-serial compare of each count with half = rows / 2, from the top plane down */
+            uint64_t half = (uint64_t)c->rows >> 1, gt = 0, eq = ~(uint64_t)0;
+            for (int l = c->L - 1; l >= 0; l--) {
+                uint64_t pl = loc[(int64_t)l * ncols + (cc - c0)];
+                if ((half >> l) & 1) eq &= pl;
+                else { gt |= eq & pl; eq &= ~pl; }
+            }
+            uint64_t res = gt;
+            if ((c->rows & 1) == 0) res |= eq & c->tie[cc];
+            c->out[cc] = res & valid;
+        }
+    }
+    free(loc);
+    free(part);
+}
+
+static void slice_worker(void *p, int64_t s, int64_t e, int tid) {
+    slice_ctx *c = (slice_ctx *)p;
+    (void)tid;
+    int64_t c0 = s * c->vw, c1 = e * c->vw;
+    if (c1 > c->W) c1 = c->W;
+    slice_columns(c, c0, c1);
+}
+
+static int slice_run(const hdc_kernels *k, const uint64_t *x, int64_t rows, int64_t W, int64_t dim,
+                     const uint64_t *tie, int64_t *counts, uint64_t *out, int threads) {
+    slice_ctx c;
+    memset(&c, 0, sizeof c);
+    c.k = k; c.x = x; c.rows = rows; c.W = W; c.dim = dim; c.tie = tie; c.counts = counts; c.out = out;
+    int L = 0;
+    while (L < 63 && ((uint64_t)rows >> L) != 0) L++;
+    c.L = L < 4 ? 4 : L;
+    c.vw = k->col_width;
+    int64_t units = (W + c.vw - 1) / c.vw;
+    parallel_for(units, threads_for(threads, (double)rows * W), slice_worker, &c);
+    return c.err;
+}
+
+int hdc_bit_counts(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim, int64_t *counts, int threads) {
+    CHECK_SIZES(n_rows, n_words);
+    if (!check_dim_words(dim, n_words)) return HDC_EINVAL;
+    if (!counts || (n_rows > 0 && !x)) return HDC_EINVAL;
+    const hdc_kernels *k = kernels_for(K_BITCOUNTS);
+    if (n_rows == 0) return HDC_OK;
+    return slice_run(k, x, n_rows, n_words, dim, NULL, counts, NULL, threads);
+}
+
+int hdc_bundle_majority(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim, const uint64_t *tie,
+                        uint64_t *out, int threads) {
+    CHECK_SIZES(n_rows, n_words);
+    if (!check_dim_words(dim, n_words) || n_rows < 1) return HDC_EINVAL;
+    if (!x || !tie || !out) return HDC_EINVAL;
+    return slice_run(kernels_for(K_BUNDLE), x, n_rows, n_words, dim, tie, NULL, out, threads);
+}
+
+/* ------------------------------------------------------------------ shared scalar helpers */
+void hdc_transpose_block(const uint64_t *x, int64_t r0, int64_t nrows, int64_t R, int64_t W, uint64_t *T) {
+    /* T[w * R + r] = x[r0 + r][w]; rows past nrows are zero so they add nothing */
+    for (int64_t r = 0; r < R; r++) {
+        if (r < nrows) {
+            const uint64_t *row = x + (r0 + r) * W;
+            for (int64_t w = 0; w < W; w++) T[w * R + r] = row[w];
+        } else {
+            for (int64_t w = 0; w < W; w++) T[w * R + r] = 0;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+/* hdc_internal.h: shared declarations of the kernel translation units (not read by cffi). */
+#ifndef HDC_INTERNAL_H
+#define HDC_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hdc.h"
+
+#define HDC_OK 0
+#define HDC_EINVAL (-1)       /* a size, stride or pointer argument is invalid */
+#define HDC_ENOMEM (-2)       /* scratch allocation failed */
+#define HDC_ELIMIT (-3)       /* past a documented limit (e.g. int32 distances) */
+#define HDC_EUNSUPPORTED (-4) /* ISA level not supported by this CPU/OS or not compiled */
+
+enum { HDC_ISA_PORTABLE = 0, HDC_ISA_AVX2 = 1, HDC_ISA_AVX512 = 2, HDC_N_ISA = 3 };
+enum { K_BIND, K_POPCOUNT, K_HROWS, K_HMAT, K_TOPK, K_PERMUTE, K_BITCOUNTS, K_BUNDLE, HDC_N_KERNELS };
+
+/* Rows of one transposed block (the vertical layout): T[w * rows + r] = x[r][w]. */
+#define HDC_BLOCK_ROWS_512 32
+#define HDC_BLOCK_ROWS_256 8
+/* Fused top-k keeps a sorted list per query; above this k the selection runs on a
+ * distance buffer with a counting select instead (insertion would cost O(k) each). */
+#define HDC_TOPK_FUSED_MAX 128
+
+/* Per-query running top-k: sorted ascending by (dist, idx); thr = dist of the k-th
+ * entry once full (a candidate must be strictly smaller: it has the larger index). */
+typedef struct {
+    int32_t *dist; /* (k,) */
+    int64_t *idx;  /* (k,) */
+    int64_t count;
+    int64_t k;
+    int64_t thr;
+} hdc_topk_list;
+
+static inline void hdc_topk_push(hdc_topk_list *L, int64_t d, int64_t i) {
+    /* caller guarantees d < L->thr; rows arrive in increasing i within one list */
+    int64_t pos = L->count < L->k ? L->count : L->k - 1;
+    while (pos > 0 && L->dist[pos - 1] > d) {
+        L->dist[pos] = L->dist[pos - 1];
+        L->idx[pos] = L->idx[pos - 1];
+        pos--;
+    }
+    L->dist[pos] = (int32_t)d;
+    L->idx[pos] = i;
+    if (L->count < L->k) L->count++;
+    if (L->count == L->k) L->thr = L->dist[L->k - 1];
+}
+
+/* A kernel set for one ISA level. Ranges are in rows (or word columns) so the
+ * threading layer can split work without knowing the level. */
+typedef struct {
+    void (*bind)(const uint64_t *a, const uint64_t *b, uint64_t *out, int64_t n_words_total);
+    void (*popcount)(const uint64_t *x, int64_t rows, int64_t W, int64_t *out);
+    void (*hamming_rows)(const uint64_t *a, const uint64_t *b, int64_t rows, int64_t W, int64_t *out);
+    /* distances of all m queries against rows [r0, r1) of x; scratch from hmat_scratch_words */
+    void (*hmat_range)(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1,
+                       int64_t W, int32_t *out, int64_t stride, uint64_t *scratch);
+    int64_t (*hmat_scratch_words)(int64_t W);
+    /* fused top-k over rows [r0, r1) into lists[m]; NULL when the level has none */
+    void (*topk_range)(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1,
+                       int64_t W, hdc_topk_list *lists, uint64_t *scratch);
+    void (*permute)(const uint64_t *x, int64_t rows, int64_t W, int64_t dim, int64_t shift, uint64_t *out);
+    /* bit-sliced column counts: word columns [c0, c1) over all rows into planes[L][c1-c0] */
+    void (*slice_count)(const uint64_t *x, int64_t rows, int64_t W, int64_t c0, int64_t c1,
+                        uint64_t *planes, int L);
+    int col_width; /* word columns per vector: slice_count ranges are multiples of it */
+} hdc_kernels;
+
+extern const hdc_kernels hdc_kernels_portable;
+#if defined(__x86_64__)
+extern const hdc_kernels hdc_kernels_avx2;
+extern const hdc_kernels hdc_kernels_avx512;
+#endif
+
+/* Shared scalar helpers (hdc_core.c). */
+void hdc_transpose_block(const uint64_t *x, int64_t r0, int64_t nrows, int64_t R, int64_t W, uint64_t *T);
+void hdc_hmat_horizontal(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1,
+                         int64_t W, int32_t *out, int64_t stride);
+
+#endif
