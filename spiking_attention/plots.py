@@ -1,0 +1,114 @@
+"""Plots of spiking attention: a spike raster, an attention map, firing rates per layer (Agg backend).
+
+Example::
+
+    >>> paths = plot_model(lm, idx, "bench/results", prefix="spiking")   # three PNGs
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["spike_raster", "attention_map", "firing_rates", "plot_model"]
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)  # atomic: readers never see half a PNG
+    return path
+
+
+def spike_raster(spikes, path, *, title: str = "spike raster") -> Path:
+    """Dots at (token, neuron) where a neuron fired. Shapes: spikes (T, N) in {0, 1}."""
+    s = _np(spikes)
+    if s.ndim != 2:
+        raise ValueError(f"spike_raster needs (T, N) spikes, got shape {s.shape}")
+    t, n = np.nonzero(s)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.scatter(t, n, s=2, marker="|", color="k")
+    ax.set(xlabel="token position", ylabel="code neuron", title=f"{title} (rate {s.mean():.3f})",
+           xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5))
+    return _save(fig, path)
+
+
+def attention_map(att, path, *, title: str = "attention") -> Path:
+    """Heat map of attention weights (query rows, key columns). Shapes: att (T_q, T_k)."""
+    a = _np(att)
+    if a.ndim != 2:
+        raise ValueError(f"attention_map needs (T_q, T_k) weights, got shape {a.shape}")
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(a, cmap="viridis", interpolation="nearest", aspect="auto")
+    fig.colorbar(im, ax=ax)
+    density = (a > 0).sum() / max(1, a.shape[0] * (a.shape[0] + 1) // 2)
+    ax.set(xlabel="key position", ylabel="query position", title=f"{title} (density {density:.3f} of causal)")
+    return _save(fig, path)
+
+
+def firing_rates(report: dict, path, *, title: str = "firing rate per layer") -> Path:
+    """Bars of query/key firing rate and silent-neuron fraction per attention layer.
+
+    ``report``: the output of :func:`spiking_attention.accounting.account_model`.
+    """
+    layers = [x for x in report["layers"] if "q_firing_rate" in x]
+    if not layers:
+        raise ValueError("the report has no spiking layers (no q_firing_rate)")
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    w = 0.2
+    ax.bar(x - 1.5 * w, [L["q_firing_rate"] for L in layers], w, label="query rate")
+    ax.bar(x - 0.5 * w, [L["k_firing_rate"] for L in layers], w, label="key rate")
+    ax.bar(x + 0.5 * w, [L["q_silent_frac"] for L in layers], w, label="silent q neurons")
+    ax.bar(x + 1.5 * w, [L["attn_density"] for L in layers], w, label="attention density")
+    ax.set_xticks(x, [f"L{i}" for i in range(len(layers))])
+    ax.set(ylim=(0, 1), ylabel="fraction", title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spiking", layer: int = 0,
+               head: int = 0, forward=None) -> dict[str, Path]:
+    """One forward pass with recording on; write the raster and attention map of ``layer``/``head``
+    and the firing rates of every layer. Returns {"raster", "attention", "rates"} -> path.
+    """
+    from .accounting import account_model, attention_modules
+
+    mods = [m for _, m in attention_modules(model) if hasattr(m, "record")]
+    if not mods:
+        raise ValueError("the model has no attention module with recording (record / last_stats)")
+    if not 0 <= layer < len(mods):
+        raise ValueError(f"layer must be in [0, {len(mods)}), got {layer}")
+    old = [m.record for m in mods]
+    for m in mods:
+        m.record = True
+    try:
+        report = account_model(model, inputs, forward=forward)
+    finally:
+        for m, r in zip(mods, old):
+            m.record = r
+    out_dir = Path(out_dir)
+    m = mods[layer]
+    paths = {}
+    if hasattr(m, "last_q_spikes"):
+        paths["raster"] = spike_raster(m.last_q_spikes[0, head], out_dir / f"{prefix}_raster_L{layer}.png",
+                                       title=f"query spikes, layer {layer} head {head}")
+    if hasattr(m, "last_attn"):
+        paths["attention"] = attention_map(m.last_attn[0, head], out_dir / f"{prefix}_attention_L{layer}.png",
+                                           title=f"layer {layer} head {head}")
+    if any("q_firing_rate" in x for x in report["layers"]):
+        paths["rates"] = firing_rates(report, out_dir / f"{prefix}_firing_rates.png")
+    return paths
