@@ -31,7 +31,8 @@ class OptionalBuildExt(build_ext):
               "the NumPy and Numba backends remain available.", file=sys.stderr)
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 kwargs = {"cmdclass": {"build_ext": OptionalBuildExt}}
-if os.environ.get("HDC_NO_C", "0") != "1":
+if os.environ.get("HDC_NO_C", "0") != "1" and os.path.exists(os.path.join(HERE, "csrc", "build_ffi.py")):
     kwargs["cffi_modules"] = ["csrc/build_ffi.py:ffibuilder"]
 setup(**kwargs)
