@@ -185,14 +185,15 @@ class PackedSpikingAttention:
     Shapes: forward x (B, T, C) -> (B, T, C); codes packed to (B, nh, T, n_words).
     """
 
-    def __init__(self, att: SpikingKWTAAttention, *, block_rows: int = 256, threads: int | None = None):
+    def __init__(self, att: SpikingKWTAAttention, *, block_rows: int = 256, threads: int | None = None,
+                 fused: bool = True):
         if not isinstance(att, SpikingKWTAAttention):
             raise TypeError(f"PackedSpikingAttention wraps a SpikingKWTAAttention, got {type(att).__name__}")
         if att.output != "softmax":
             raise ValueError(f"the packed path implements output='softmax' only, got {att.output!r}")
         if not (isinstance(block_rows, int) and block_rows >= 1):
             raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
-        self.att, self.block_rows, self.threads = att, block_rows, threads
+        self.att, self.block_rows, self.threads, self.fused = att, block_rows, threads, fused
         self.n_words = n_words_for(att.code_bits)
         self.last_info: dict = {}
 
@@ -233,6 +234,62 @@ class PackedSpikingAttention:
         return (np.concatenate([pad(a, 0) for a in out_s]), np.concatenate([pad(a, 0) for a in out_i]),
                 np.concatenate([pad(a, False) for a in out_v]), tot)
 
+    def _head_winners_fused(self, qw, kw):
+        """Prefill winners with the fused top-k kernel (Hamming score, causal, int k).
+
+        For a block of query rows [r0, r1): the keys before r0 are all allowed, so the fused
+        :func:`hdc.topk` runs on them in newest-first order (its lower-index tie rule is then the
+        recency rule); the causal diagonal block [r0, r1) x [r0, r1) goes through the Hamming
+        matrix; the two candidate lists are merged by the same exact composite key.
+        """
+        att = self.att
+        T, cb, k = qw.shape[0], att.code_bits, att.k
+        q_pop, k_pop = _popcount(qw), _popcount(kw)
+        k_rev = np.ascontiguousarray(kw[::-1])  # key j at row T - 1 - j
+        kk = min(k, T)
+        out_s = np.zeros((T, kk), np.int64)
+        out_i = np.zeros((T, kk), np.int64)
+        out_v = np.zeros((T, kk), bool)
+        pairs = 0
+        for r0 in range(0, T, self.block_rows):
+            r1 = min(T, r0 + self.block_rows)
+            m = r1 - r0
+            s_d, info = packed_scores(qw[r0:r1], kw[r0:r1], cb, att.score, q_pop=q_pop[r0:r1],
+                                      k_pop=k_pop[r0:r1], threads=self.threads)
+            pairs += info["pairs_computed"]
+            idx_d, val_d = select_winners(s_d, k, np.tril(np.ones((m, m), bool)))
+            cand_s, cand_i, cand_v = [np.take_along_axis(s_d, idx_d, 1)], [idx_d + r0], [val_d]
+            if r0 > 0:
+                kp = min(k, r0)
+                ps = np.empty((m, kp), np.int64)
+                pi = np.empty((m, kp), np.int64)
+                aq = q_pop[r0:r1] > 0
+                if aq.any():
+                    dist, ridx = hdc.topk(np.ascontiguousarray(qw[r0:r1][aq]), k_rev[T - r0:], kp,
+                                          threads=self.threads)
+                    PACKED_CALLS["topk"] += 1
+                    pairs += int(aq.sum()) * r0
+                    ps[aq] = cb - 2 * dist.astype(np.int64)
+                    pi[aq] = r0 - 1 - ridx  # newest-first row -> time index
+                if not aq.all():
+                    # silent queries: hamming(0, key) = |key|, no pairwise work at all
+                    s_sil = (cb - 2 * k_pop[:r0])[None, :]
+                    i_sil, _ = select_winners(s_sil, kp)
+                    ps[~aq] = np.take_along_axis(s_sil, i_sil, 1)
+                    pi[~aq] = i_sil
+                cand_s.append(ps)
+                cand_i.append(pi)
+                cand_v.append(np.ones((m, kp), bool))
+            cs, ci, cv = (np.concatenate(c, 1) for c in (cand_s, cand_i, cand_v))
+            comp = np.where(cv, cs * T + ci, _NEG)
+            order = np.argsort(-comp, axis=1, kind="stable")[:, :kk]
+            out_s[r0:r1] = np.take_along_axis(cs, order, 1)
+            out_i[r0:r1] = np.take_along_axis(ci, order, 1)
+            out_v[r0:r1] = np.take_along_axis(cv, order, 1)
+        info = {"active_queries": int((q_pop > 0).sum()), "active_keys": int((k_pop > 0).sum()),
+                "pairs_computed": pairs, "pairs_total": T * (T + 1) // 2}
+        return out_s, out_i, out_v, info
+
     def _allowed_fn(self):
         att = self.att
 
@@ -256,7 +313,10 @@ class PackedSpikingAttention:
         allowed_fn = self._allowed_fn()
         for b in range(B):
             for h in range(nh):
-                s, idx, valid, info = self._head_winners(qw[b, h], kw[b, h], 0, allowed_fn)
+                if self.fused and self._fused_ok and isinstance(att.k, int):
+                    s, idx, valid, info = self._head_winners_fused(qw[b, h], kw[b, h])
+                else:
+                    s, idx, valid, info = self._head_winners(qw[b, h], kw[b, h], 0, allowed_fn)
                 y[b, h] = aggregate_winners(s, idx, valid, v[b, h], float(scales[h]))
                 winners.append((idx, valid))
                 for key in totals:
@@ -343,7 +403,7 @@ class PackedSpikingAttention:
             qh = q_words[h:h + 1]                           # (1, W)
             q_pop = _popcount(qh)
             k_eff = min(n, int(_k_row(att.k, np.array([n]))[0]))
-            if self._fused_ok and q_pop[0] > 0:
+            if self.fused and self._fused_ok and q_pop[0] > 0:
                 # fused top-k: smallest Hamming distance = largest bipolar score; the newest-first
                 # order turns topk's "lower index wins" into "more recent key wins"
                 dist, ridx = hdc.topk(qh, keys, k_eff, threads=self.threads)

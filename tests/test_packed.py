@@ -29,8 +29,8 @@ def _torch_winners(att, x):
         return kwta_mask(s, att.k, allowed_keys(att, T, T))  # (B, nh, T, T)
 
 
-def _assert_same(att, x, patt=None, block_rows=7):
-    patt = patt or PackedSpikingAttention(att, block_rows=block_rows)
+def _assert_same(att, x, patt=None, block_rows=7, fused=True):
+    patt = patt or PackedSpikingAttention(att, block_rows=block_rows, fused=fused)
     with torch.no_grad():
         y_ref = att(x)
     y = patt.forward(x)
@@ -51,13 +51,16 @@ CONFIGS = [dict(), dict(score="overlap"), dict(code_bits=70), dict(code_bits=130
            dict(code_bits=3, k=5)]
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_packed_equals_torch_on_random_weights(cfg):
+def test_packed_equals_torch_on_random_weights(cfg, fused):
     att = _make(**cfg)
     x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(3))
-    before = PACKED_CALLS["hamming_matrix"]
-    _assert_same(att, x)
-    assert PACKED_CALLS["hamming_matrix"] > before  # the packed kernels really ran
+    before = dict(PACKED_CALLS)
+    patt = _assert_same(att, x, fused=fused)
+    assert PACKED_CALLS["hamming_matrix"] > before["hamming_matrix"]  # the packed kernels really ran
+    uses_topk = fused and patt._fused_ok and isinstance(att.k, int)
+    assert (PACKED_CALLS["topk"] > before["topk"]) == uses_topk
 
 
 @pytest.mark.parametrize("backend", hdc.available_backends())
@@ -65,17 +68,23 @@ def test_packed_equals_torch_on_every_backend(backend):
     att = _make(code_bits=16)
     x = torch.randn(1, 30, 32, generator=torch.Generator().manual_seed(4))
     with hdc.use_backend(backend):
+        for fused in (True, False):
+            _assert_same(att, x, fused=fused)
+        # silent queries inside the fused path, on this backend
+        with torch.no_grad():
+            att.q_threshold.fill_(0.9)
         _assert_same(att, x)
 
 
-def test_silent_codes_are_skipped_and_still_exact():
+@pytest.mark.parametrize("fused", [True, False])
+def test_silent_codes_are_skipped_and_still_exact(fused):
     for score in ("hamming", "overlap"):
         att = _make(code_bits=6, score=score)
         with torch.no_grad():  # high thresholds: most codes fire nothing
             att.q_threshold.fill_(1.2)
             att.k_threshold.fill_(1.0)
         x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(5))
-        patt = _assert_same(att, x)
+        patt = _assert_same(att, x, fused=fused)
         info = patt.last_info
         assert info["active_queries"] < 2 * 4 * 33 and info["active_keys"] < 2 * 4 * 33
         assert info["pairs_computed"] < info["pairs_total"]
@@ -110,10 +119,11 @@ def test_select_winners_matches_kwta_mask_with_ties():
 
 @pytest.mark.parametrize("cfg", [dict(), dict(score="overlap"), dict(neuron="lif"),
                                  dict(prior_window=4, prior_random_frac=0.3)])
-def test_decode_steps_equal_full_forward(cfg):
+@pytest.mark.parametrize("fused", [True, False])
+def test_decode_steps_equal_full_forward(cfg, fused):
     att = _make(**cfg)
     x = torch.randn(1, 25, 32, generator=torch.Generator().manual_seed(6))
-    patt = PackedSpikingAttention(att)
+    patt = PackedSpikingAttention(att, fused=fused)
     with torch.no_grad():
         y_ref = att(x)
     y_pre, cache = patt.prefill(x[:, :10], capacity=25)
