@@ -72,15 +72,23 @@ def hamming(a, b):
     return popcount(bind(a, b))
 
 
-def hamming_matrix(q, x, *, chunk: int = 1024):
-    """All pairs (m, W) x (n, W) -> (m, n) int64, in chunks of queries to bound memory."""
+def hamming_matrix(q, x, *, max_temp_words: int = 1 << 24):
+    """All pairs (m, W) x (n, W) -> (m, n) int64.
+
+    Computed in (query, stored) blocks whose XOR temporary holds at most ``max_temp_words``
+    words (128 MiB by default), so memory stays bounded whatever m and n are.
+    """
     _check(q, "q"), _check(x, "x")
     if q.dim() != 2 or x.dim() != 2 or q.shape[1] != x.shape[1]:
         raise ValueError(f"expected (m, W) and (n, W) with equal W, got {tuple(q.shape)}, {tuple(x.shape)}")
-    out = torch.empty((q.shape[0], x.shape[0]), dtype=torch.int64, device=q.device)
-    step = max(1, chunk * 1024 // max(1, x.shape[0]))  # bound the (step, n, W) temporary
-    for s in range(0, q.shape[0], step):
-        out[s:s + step] = hamming(q[s:s + step, None, :], x[None, :, :])
+    m, n, n_words = q.shape[0], x.shape[0], max(1, q.shape[1])
+    out = torch.empty((m, n), dtype=torch.int64, device=q.device)
+    rows_x = max(1, min(n, max_temp_words // n_words))
+    rows_q = max(1, max_temp_words // (rows_x * n_words))
+    for j in range(0, n, rows_x):
+        xs = x[None, j:j + rows_x, :]
+        for i in range(0, m, rows_q):
+            out[i:i + rows_q, j:j + rows_x] = hamming(q[i:i + rows_q, None, :], xs)
     return out
 
 
