@@ -44,6 +44,9 @@ def test_torch_ops_match_numpy(dim, seed):
     np.testing.assert_array_equal(T.from_torch(T.bind(t[:2], t[2:4])), hdc.bind(x[:2], x[2:4]))
     np.testing.assert_array_equal(T.popcount(t).numpy(), hdc.popcount(x))
     np.testing.assert_array_equal(T.hamming_matrix(t, t).numpy(), hdc.hamming_matrix(x, x))
+    # tiny blocks exercise the bounded-memory blocking of both operands
+    np.testing.assert_array_equal(T.hamming_matrix(t, t[1:], max_temp_words=7).numpy(),
+                                  hdc.hamming_matrix(x, x[1:]))
     for shift in (1, seed % (2 * dim) - dim, 64, 65):
         np.testing.assert_array_equal(T.from_torch(T.permute(t, shift, dim)), hdc.permute(x, shift, dim))
 
