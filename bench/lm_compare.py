@@ -88,7 +88,10 @@ def spawn(runs: Path, preset: str, arm: str, seed: int, log) -> bool:
     t0 = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] start {preset}/{arm}/seed{seed}", file=log, flush=True)
     with open(LOCK, "a") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)           # released when the child is done
+        # each full run holds the shared heavy lock while it runs (released when the child is done);
+        # the --quick runs are a few seconds of CPU each, below the lock's threshold
+        if not preset.startswith("quick"):
+            fcntl.flock(lockf, fcntl.LOCK_EX)
         t_lock = time.time()
         rc = subprocess.run(cmd, env=env, cwd=REPO).returncode
     print(f"[{time.strftime('%H:%M:%S')}] done {preset}/{arm}/seed{seed} rc={rc} "
@@ -126,6 +129,56 @@ def spiking_available() -> bool:
 
 # ----------------------------------------------------------------------------- reporting
 
+ACCOUNTING_CHUNKS = 8   # accounting forward pass: the first 8 context-length chunks of the eval split
+
+
+def _accounting_input(ckpt: dict):
+    import torch
+    from spiking_attention.train import prepare_data
+    held_out = ckpt.get("train_config", {}).get("held_out", False)
+    _, _, eval_ids = prepare_data(held_out)
+    T = ckpt["model_config"]["block_size"]
+    n = min(ACCOUNTING_CHUNKS, (len(eval_ids) - 1) // T)
+    return eval_ids[: n * T].view(n, T).to(torch.long)
+
+
+def posthoc_accounting(d: Path) -> dict | None:
+    """The components' accounting (firing rates, density, SOPs, energy ESTIMATE) of a finished run.
+
+    Computed from the run's checkpoint on a fixed slice of its eval split and cached in
+    ``accounting.json`` beside ``result.json`` (runs that predate the accounting module lack it).
+    """
+    cache = d / "accounting.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    if not (d / "ckpt.pt").exists():
+        return None
+    try:
+        import torch
+        from spiking_attention.accounting import account_model
+        from spiking_attention.train import _write_json, load_model
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    model, _, ck = load_model(d / "ckpt.pt")
+    rep = account_model(model, _accounting_input(ck))
+    rep.pop("linear", None)   # per-Linear detail: large and the same for every arm
+    rep["input"] = f"first {ACCOUNTING_CHUNKS} context chunks of the eval split"
+    _write_json(cache, rep)
+    return rep
+
+
+def spiking_plots(d: Path, out_dir: Path, prefix: str) -> dict:
+    """Spike raster, attention map (layer 0, head 0) and per-layer firing rates of a trained run."""
+    try:
+        from spiking_attention.plots import plot_model
+        from spiking_attention.train import load_model
+    except ImportError:
+        return {}
+    model, _, ck = load_model(d / "ckpt.pt")
+    return {k: str(v) for k, v in plot_model(model, _accounting_input(ck)[:1], out_dir, prefix=prefix).items()}
+
+
 def _mean_std(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -152,12 +205,13 @@ def summarise(runs: Path, preset: str, arms: list[str], arm_labels: dict[str, st
             if r is None:
                 continue
             ls = _layer_summary(r)
+            acc = r.get("accounting") or posthoc_accounting(run_dir(runs, preset, arm, seed))
             per_seed[str(seed)] = {
                 "val_nats_per_char": r["val_nats_per_char"], "val_bits_per_char": r["val_bits_per_char"],
                 "train_tokens_per_s": r["train_tokens_per_s"], "train_time_s": r["train_time_s"],
                 "eval_time_s": r["eval_time_s"], "peak_rss_mb": r["peak_rss_mb"], "n_params": r["n_params"],
                 "attn_density_per_layer": ls["attn_density"], "firing_rates_per_layer": ls["firing_rates"],
-                "layer_stats": r.get("layer_stats"), "accounting": r.get("accounting"),
+                "layer_stats": r.get("layer_stats"), "accounting": acc,
                 "final_train_loss": r.get("final_train_loss"), "history": r.get("history"),
                 "model_config": r["model_config"], "commit": r.get("commit"), "eval_chars": r["eval_chars"],
             }
@@ -167,7 +221,15 @@ def summarise(runs: Path, preset: str, arms: list[str], arm_labels: dict[str, st
         m, s = _mean_std(vals)
         dens = [statistics.fmean([d for d in v["attn_density_per_layer"] if d is not None])
                 for v in per_seed.values() if any(d is not None for d in v["attn_density_per_layer"])]
+        accs = [v["accounting"]["totals"] for v in per_seed.values() if v.get("accounting")]
+        acc_mean = {}
+        for key in ("mac_per_token", "sops_per_token", "mean_firing_rate"):
+            xs = [a[key] for a in accs if a.get(key) is not None]
+            acc_mean[key] = statistics.fmean(xs) if xs else None
+        xs = [a["energy_estimate_pJ_per_token"]["fp32"] for a in accs]
+        acc_mean["energy_estimate_pJ_per_token_fp32"] = statistics.fmean(xs) if xs else None
         out[arm_labels.get(arm, arm)] = {
+            "accounting_mean": acc_mean,
             "run_arm": arm, "n_seeds": len(per_seed), "seeds": per_seed,
             "val_nats_per_char_mean": m, "val_nats_per_char_std": s,
             "val_bits_per_char_mean": m / math.log(2), "val_bits_per_char_std": s / math.log(2),
@@ -195,11 +257,23 @@ def table_rows(summary: dict) -> list[dict]:
             "density": "" if a["attn_density_mean"] is None else f"{a['attn_density_mean']:.4f}",
             "tok/s": f"{a['train_tokens_per_s_mean']:.0f}", "train s": f"{a['train_time_s_mean']:.0f}",
             "peak MB": f"{a['peak_rss_mb_max']:.0f}",
+            "q/k rate": _fmt_opt(a["accounting_mean"].get("mean_firing_rate"), ".3f"),
+            "MAC/tok": _fmt_opt(a["accounting_mean"].get("mac_per_token"), ".3g"),
+            "SOP/tok": _fmt_opt(a["accounting_mean"].get("sops_per_token"), ".3g"),
+            "E est. pJ/tok": _fmt_opt(a["accounting_mean"].get("energy_estimate_pJ_per_token_fp32"), ".3g"),
         })
     return rows
 
 
-def plot(summary: dict, long_summary: dict, path: Path) -> None:
+def _fmt_opt(v, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+COLUMNS = ["arm", "seeds", "params", "nats/char", "bits/char", "vs dense", "density", "q/k rate", "tok/s",
+           "train s", "peak MB", "MAC/tok", "SOP/tok", "E est. pJ/tok"]
+
+
+def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -215,7 +289,7 @@ def plot(summary: dict, long_summary: dict, path: Path) -> None:
     lo = min(means) - 0.1 if means else 0
     ax.set_ylim(lo, max(means) + 0.1 if means else 1)
     ax.set_ylabel("validation nats/char (full split)")
-    ax.set_title("tiny-shakespeare, ctx 64, 2000 steps (mean +- std)")
+    ax.set_title(title)
     ax = axes[1]
     for a in arms:
         s0 = next(iter(summary[a]["seeds"].values()))
@@ -223,7 +297,9 @@ def plot(summary: dict, long_summary: dict, path: Path) -> None:
         ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=a, lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (one batch, first seed)")
-    ax.set_ylim(1.2, 3.5)
+    lows = [x["loss"] for a in arms for x in (next(iter(summary[a]["seeds"].values())).get("history") or [])]
+    if lows and min(lows) < 3.0:
+        ax.set_ylim(top=3.5)   # the first steps (~4.2 nats) would squash the part that matters
     ax.legend()
     ax.set_title("training curves")
     ax = axes[2]
@@ -239,6 +315,9 @@ def plot(summary: dict, long_summary: dict, path: Path) -> None:
             ax.plot(range(len(dens)), dens, "s--", label=f"{a}: attention density")
             plotted = True
     ax.set_xlabel("layer")
+    n_layers = max(len(next(iter(summary[a]["seeds"].values()))["attn_density_per_layer"]) for a in arms)
+    ax.set_xticks(range(n_layers))
+    ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate / density")
     ax.set_title("per-layer firing rate and attention density (seed 0)")
     if plotted:
@@ -258,9 +337,9 @@ def _rate_keys(rates_per_layer: list[dict]) -> list[str]:
     keys = []
     for r in rates_per_layer:
         for k in r:
-            if k not in keys:
+            if k.endswith("firing_rate") and k not in keys:
                 keys.append(k)
-    return keys[:4]
+    return keys
 
 
 def report(args, runs: Path, quick: bool) -> dict:
@@ -271,8 +350,7 @@ def report(args, runs: Path, quick: bool) -> dict:
     summary = summarise(runs, main_p, list(CONTROL_ARMS) + [chosen], labels)
     long_summary = {} if quick else summarise(runs, "long", list(CONTROL_ARMS) + [chosen], labels)
     print("\n== tiny-shakespeare, full validation split ==")
-    print_table(table_rows(summary), ["arm", "seeds", "params", "nats/char", "bits/char", "vs dense",
-                                      "density", "tok/s", "train s", "peak MB"])
+    print_table(table_rows(summary), COLUMNS)
     for arm, a in summary.items():
         s0 = next(iter(a["seeds"].values()))
         if any(s0["firing_rates_per_layer"]):
@@ -280,9 +358,10 @@ def report(args, runs: Path, quick: bool) -> dict:
                   json.dumps(s0["firing_rates_per_layer"]))
     if long_summary:
         print("\n== long context (block 512; settings in JSON 'presets.long') ==")
-        print_table(table_rows(long_summary), ["arm", "seeds", "params", "nats/char", "bits/char", "vs dense",
-                                               "density", "tok/s", "train s", "peak MB"])
+        print_table(table_rows(long_summary), COLUMNS)
     print("spiking selection:", json.dumps(selection))
+    print("E est. = energy ESTIMATE per token (FP32 preset, 45 nm per-operation figures; "
+          "spiking_attention.accounting), not a measurement")
     name = "lm_compare_quick" if quick else "lm_compare"
     payload = {
         "description": "char-level tiny-shakespeare, first 90% train / last 10% validation, full validation "
@@ -292,10 +371,17 @@ def report(args, runs: Path, quick: bool) -> dict:
         "spiking_selection": selection, "arms": summary, "long_context": long_summary,
         "targets": {"spiking_kwta_gap_nats": 0.10, "topk_gap_nats": 0.03},
     }
+    if "spiking_kwta" in summary:
+        seed0 = next(iter(summary["spiking_kwta"]["seeds"]))
+        payload["spiking_plots"] = spiking_plots(run_dir(runs, main_p, chosen, int(seed0)), Path(args.out),
+                                                 f"{name}_spiking")
     path = write_json(args.out, name, payload)
     png = Path(args.out) / f"{name}.png"
     if summary:
-        plot(summary, long_summary, png)
+        pm = PRESETS[main_p]
+        ctx = pm["model"].get("block_size", 64)
+        plot(summary, long_summary, png, f"tiny-shakespeare, ctx {ctx}, {pm['iters']} steps, "
+                                         f"{len(pm['seeds'])} seeds (mean +- std)")
     print(f"wrote {path} and {png}")
     return payload
 
