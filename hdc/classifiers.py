@@ -1,0 +1,405 @@
+"""HDC classifiers on packed hypervectors: one-pass centroids and perceptron retraining.
+
+A trained model is one integer counter per class and bit (the bipolar sum of what was added
+to the class). Prediction is exact integer arithmetic on packed words: the counters are
+split into bit-planes, each a packed vector, so a query's dot product with a class is
+``sum_p 2**p * popcount(query AND plane_p)``, computed from ``hdc.hamming_matrix`` and
+``hdc.popcount`` of the fast backend; the score is that dot product divided by the class
+norm (cosine). Binarising the classes would be cheaper but costs accuracy (see MODELS.md).
+
+Both classifiers are scikit-learn estimators that take packed words (uint64, (n, n_words));
+put an encoder from :mod:`hdc.encoders` in front of them in a ``Pipeline`` for raw features.
+
+Example::
+
+    from sklearn.pipeline import make_pipeline
+    from hdc.encoders import RandomProjectionEncoder
+    from hdc.classifiers import RetrainClassifier
+    clf = make_pipeline(RandomProjectionEncoder(dim=10_000), RetrainClassifier(dim=10_000))
+    clf.fit(X_train, y_train).score(X_test, y_test)
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+
+from . import functional as F
+from ._train import perceptron_epoch
+from .packing import check_dim, n_words_for, pack_bits, pad_mask
+
+__all__ = [
+    "class_counters",
+    "counter_planes",
+    "planes_dot",
+    "cosine_scores",
+    "quantize_counters",
+    "CentroidClassifier",
+    "RetrainClassifier",
+]
+
+_QUERY_CHUNK = 4096  # queries scored per hamming_matrix call: bounds the (m, K*B) scratch
+
+
+# ---------------------------------------------------------------- functional core
+def class_counters(X: np.ndarray, y_idx: np.ndarray, n_classes: int, dim: int) -> np.ndarray:
+    """Bipolar sum of the vectors of each class, through the streaming bundle accumulator.
+
+    Shapes: X (n, W) uint64, y_idx (n,) ints in [0, n_classes) -> (n_classes, dim) int64.
+    Example: ``C = class_counters(X, y, 10, 10_000)``
+    """
+    C = np.zeros((n_classes, dim), np.int64)
+    for k in range(n_classes):
+        rows = np.ascontiguousarray(X[y_idx == k])
+        if rows.shape[0]:
+            acc = F.BundleAccumulator(dim)
+            acc.add(rows)
+            C[k] = acc.bipolar_sum()
+    return C
+
+
+def counter_planes(C: np.ndarray, dim: int):
+    """Split integer counters into packed bit-planes of ``C - offset`` (offset = row minimum).
+
+    Shapes: C (K, dim) int -> planes (K, B, W) uint64, offsets (K,) int64, with
+    ``C[k, j] = offsets[k] + sum_p 2**p * bit j of planes[k, p]``.
+    """
+    C = np.asarray(C, np.int64)
+    offsets = C.min(axis=1)
+    U = C - offsets[:, None]  # (K, dim) >= 0
+    n_planes = max(1, int(U.max()).bit_length())
+    if n_planes > 52:
+        raise ValueError(f"class counters need {n_planes} bit-planes; scores would overflow int64 "
+                         f"(quantize the counters, e.g. bits=16)")
+    planes = np.empty((C.shape[0], n_planes, n_words_for(dim)), np.uint64)
+    for p in range(n_planes):
+        planes[:, p] = pack_bits(((U >> p) & 1).astype(bool))
+    return planes, offsets
+
+
+def planes_dot(Q: np.ndarray, planes: np.ndarray, offsets: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Exact bipolar dot products of packed queries with integer class counters.
+
+    With bit 1 <-> -1: ``dot(q, C_k) = sum_j C_kj - 2 * sum_{j: q_j=1} C_kj``, and
+    ``sum_{j: q_j=1} C_kj = offsets[k] * popcount(q) + sum_p 2**p * popcount(q & plane_kp)``
+    where ``popcount(q & x) = (popcount(q) + popcount(x) - hamming(q, x)) / 2``.
+
+    Shapes: Q (m, W), planes (K, B, W), offsets (K,), sums (K,) = C.sum(1) -> (m, K) int64.
+    """
+    K, B, W = planes.shape
+    flat = planes.reshape(K * B, W)
+    pc_planes = F.popcount(flat)  # (K*B,)
+    weights = np.left_shift(np.int64(1), np.arange(B, dtype=np.int64))  # (B,)
+    out = np.empty((Q.shape[0], K), np.int64)
+    H = None
+    for s in range(0, Q.shape[0], _QUERY_CHUNK):
+        q = Q[s:s + _QUERY_CHUNK]
+        if H is None or H.shape[0] != q.shape[0]:
+            H = np.empty((q.shape[0], K * B), np.int32)
+        F.hamming_matrix(q, flat, out=H)
+        pc_q = F.popcount(q)  # (m,)
+        both = (pc_q[:, None] + pc_planes[None, :] - H) >> 1  # (m, K*B) popcount(q & plane)
+        masked = both.reshape(-1, K, B) @ weights  # (m, K)
+        masked += offsets[None, :] * pc_q[:, None]
+        out[s:s + q.shape[0]] = sums[None, :] - 2 * masked
+    return out
+
+
+def cosine_scores(dots: np.ndarray, norms: np.ndarray, dim: int) -> np.ndarray:
+    """Cosine of bipolar queries (norm sqrt(dim)) with classes of the given norms; 0 for a zero class."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = dots / (norms[None, :] * np.sqrt(dim))
+    return np.where(norms[None, :] > 0, s, 0.0)
+
+
+def quantize_counters(C: np.ndarray, bits: int) -> np.ndarray:
+    """Round counters to signed ``bits``-bit integers, one scale for all classes.
+
+    Shapes: (K, dim) -> (K, dim) int64 in [-2**(bits-1), 2**(bits-1) - 1].
+    """
+    C = np.asarray(C, np.float64)
+    top = np.abs(C).max()
+    if top == 0:
+        return np.zeros(C.shape, np.int64)
+    half = 2 ** (bits - 1)
+    return np.clip(np.rint(C * ((half - 0.5) / top)), -half, half - 1).astype(np.int64)
+
+
+# ---------------------------------------------------------------- estimators
+def _check_bits(bits):
+    if bits is None:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= 48:
+        raise ValueError(f"bits must be None (exact counters) or an int in 1..48, got {bits!r}")
+    return int(bits)
+
+
+class _HDCClassifier(ClassifierMixin, BaseEstimator):
+    """Shared parts: input checks, the counter model, bit-plane scoring."""
+
+    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.dtype != np.uint64:
+            raise TypeError(
+                f"{type(self).__name__} takes packed hypervectors (uint64 words, shape (n, n_words)), "
+                f"got dtype {X.dtype}; encode features first, e.g. make_pipeline("
+                f"RandomProjectionEncoder(dim=...), {type(self).__name__}(dim=...))")
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_words), got shape {X.shape}")
+        X = np.ascontiguousarray(X)
+        if fitting:
+            dim = X.shape[1] * 64 if self.dim is None else check_dim(self.dim)
+            if X.shape[1] != n_words_for(dim):
+                raise ValueError(f"X has {X.shape[1]} words per vector but dim={dim} needs "
+                                 f"{n_words_for(dim)}")
+            if X.shape[0] and np.any(X[:, -1] & ~pad_mask(dim)):
+                raise ValueError(f"X has bits set past dim={dim} (pad bits must be zero)")
+            self.dim_ = dim
+        else:
+            if not hasattr(self, "counters_"):
+                from sklearn.exceptions import NotFittedError
+
+                raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
+            if X.shape[1] != n_words_for(self.dim_):
+                raise ValueError(f"X has {X.shape[1]} words per vector but the model was trained at "
+                                 f"dim={self.dim_} ({n_words_for(self.dim_)} words)")
+        return X
+
+    def _check_y(self, y, n):
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"y must be 1-D with one label per sample ({n}), got shape {y.shape}")
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if classes.size < 2:
+            raise ValueError(f"need samples of at least 2 classes to train a classifier, got only "
+                             f"{classes.tolist()}")
+        return classes, y_idx.astype(np.int64)
+
+    def _set_counters(self, C, *, quantize: bool = True):
+        """Install integer counters (K, dim) as the model: planes, offsets, sums, norms."""
+        C = np.asarray(C, np.int64)
+        bits = _check_bits(getattr(self, "bits", None))
+        if bits is not None and quantize:
+            C = quantize_counters(C, bits)
+        self.counters_ = C
+        self.planes_, self.offsets_ = counter_planes(C, self.dim_)
+        self.sums_ = C.sum(axis=1)
+        self.norms_ = np.sqrt((C.astype(np.float64) ** 2).sum(axis=1))
+        self.n_features_in_ = n_words_for(self.dim_)
+        return self
+
+    def dot(self, X) -> np.ndarray:
+        """Exact integer dot products of bipolar queries with the class counters. (m, K) int64."""
+        X = self._check_X(X, fitting=False)
+        return planes_dot(X, self.planes_, self.offsets_, self.sums_)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Cosine similarity of each query with each class: (m, K) (for 2 classes, (m,) = s1 - s0)."""
+        s = cosine_scores(self.dot(X), self.norms_, self.dim_)
+        return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
+
+    def predict(self, X) -> np.ndarray:
+        """The class with the highest cosine score (ties: the first class)."""
+        s = cosine_scores(self.dot(X), self.norms_, self.dim_)
+        return self.classes_[np.argmax(s, axis=1)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Softmax of the cosine scores times ``temperature``: a ranking-preserving score in [0, 1]
+        (not calibrated)."""
+        s = cosine_scores(self.dot(X), self.norms_, self.dim_) * float(self.temperature)
+        s -= s.max(axis=1, keepdims=True)
+        e = np.exp(s)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def class_vectors(self) -> np.ndarray:
+        """Binarised classes (majority of each counter; 0 -> bit 0): (K, W) uint64, for Hamming use."""
+        if not hasattr(self, "counters_"):
+            raise ValueError("the classifier is not fitted")
+        return pack_bits(self.counters_ < 0)
+
+
+class CentroidClassifier(_HDCClassifier):
+    """One-pass HDC classifier: each class is the bundle (integer bipolar sum) of its samples.
+
+    Trained through :class:`hdc.BundleAccumulator` (streaming, mergeable); ``partial_fit``
+    adds more samples. Scored by cosine against the integer counters (``bits`` quantizes them).
+
+    Shapes: fit(X (n, W) uint64, y (n,)); predict(X (m, W)) -> (m,).
+    Example: ``CentroidClassifier(dim=10_000).fit(Xw, y).score(Xw_test, y_test)``
+    """
+
+    def __init__(self, dim=None, bits=None, temperature=100.0):
+        self.dim = dim
+        self.bits = bits
+        self.temperature = temperature
+
+    def fit(self, X, y):
+        X = self._check_X(X, fitting=True)
+        self.classes_, y_idx = self._check_y(y, X.shape[0])
+        self.raw_counters_ = class_counters(X, y_idx, len(self.classes_), self.dim_)
+        return self._set_counters(self.raw_counters_)
+
+    def partial_fit(self, X, y, classes=None):
+        """Add samples to the class counters (the first call needs ``classes``, or fits)."""
+        if not hasattr(self, "raw_counters_"):
+            if classes is None:
+                return self.fit(X, y)
+            X = self._check_X(X, fitting=True)
+            self.classes_ = np.unique(np.asarray(classes))
+            if self.classes_.size < 2:
+                raise ValueError("need at least 2 classes")
+            self.raw_counters_ = np.zeros((len(self.classes_), self.dim_), np.int64)
+        X = self._check_X(X, fitting=False)
+        y = np.asarray(y)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if not np.all(self.classes_[idx] == y):
+            raise ValueError(f"partial_fit got labels outside the known classes {self.classes_.tolist()}")
+        self.raw_counters_ += class_counters(X, idx, len(self.classes_), self.dim_)
+        return self._set_counters(self.raw_counters_)
+
+    @classmethod
+    def from_counters(cls, counters, classes, dim, **params) -> "CentroidClassifier":
+        """A fitted classifier from given integer class counters (K, dim), e.g. n-gram counts."""
+        self = cls(dim=dim, **params)
+        self.dim_ = check_dim(dim)
+        C = np.asarray(counters)
+        if C.ndim != 2 or C.shape[1] != self.dim_:
+            raise ValueError(f"counters must have shape (K, {self.dim_}), got {C.shape}")
+        if C.dtype.kind not in "iu":
+            raise TypeError(f"counters must be integers, got {C.dtype}")
+        self.classes_ = np.asarray(classes)
+        if self.classes_.shape != (C.shape[0],):
+            raise ValueError(f"{C.shape[0]} counter rows but {self.classes_.shape} classes")
+        self.raw_counters_ = C.astype(np.int64)
+        return self._set_counters(self.raw_counters_)
+
+
+class RetrainClassifier(_HDCClassifier):
+    """Iteratively retrained HDC classifier: an (averaged) perceptron on integer class counters.
+
+    Every sample is encoded once; each epoch walks the stored packed vectors in a seeded
+    random order and, on a mistake, adds the sample to its class and subtracts it from the
+    predicted one (``update='perceptron'``), or does the same weighted by ``lr * (1 - cos)``
+    (``update='onlinehd'``, as OnlineHD). ``average=True`` keeps the running average of the
+    counters (the averaged perceptron), stable from the first epoch. The number of epochs is
+    chosen on ``validation_fraction`` of the TRAINING data (never the test set); with
+    ``refit=True`` the model is then retrained on all of it for that many epochs.
+
+    Shapes: fit(X (n, W) uint64, y (n,)); predict(X (m, W)) -> (m,).
+    Example: ``RetrainClassifier(dim=10_000, epochs=10).fit(Xw, y).score(Xw_test, y_test)``
+    """
+
+    def __init__(self, dim=None, epochs=10, update="perceptron", average=True, init="zero",
+                 lr=1.0, validation_fraction=0.1, refit=False, bits=None, seed=0,
+                 temperature=100.0, verbose=False):
+        self.dim = dim
+        self.epochs = epochs
+        self.update = update
+        self.average = average
+        self.init = init
+        self.lr = lr
+        self.validation_fraction = validation_fraction
+        self.refit = refit
+        self.bits = bits
+        self.seed = seed
+        self.temperature = temperature
+        self.verbose = verbose
+
+    def _validate_params(self):
+        if self.update not in ("perceptron", "onlinehd"):
+            raise ValueError(f"update must be 'perceptron' or 'onlinehd', got {self.update!r}")
+        if self.init not in ("zero", "centroid"):
+            raise ValueError(f"init must be 'zero' or 'centroid', got {self.init!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {self.epochs!r}")
+        vf = self.validation_fraction
+        if vf is not None and not (isinstance(vf, numbers.Real) and 0 <= vf < 1):
+            raise ValueError(f"validation_fraction must be in [0, 1) or None, got {vf!r}")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        _check_bits(self.bits)
+
+    def _train(self, X, y_idx, K, epochs, rng, Xv=None, yv=None):
+        """Run ``epochs`` epochs; return (best counters, best epoch, history)."""
+        dim = self.dim_
+        if self.init == "centroid":
+            C = class_counters(X, y_idx, K, dim).astype(np.float64)
+        else:
+            C = np.zeros((K, dim), np.float64)
+        norm2 = (C ** 2).sum(axis=1)
+        U = np.zeros_like(C)
+        step = 0
+        mode = 0 if self.update == "perceptron" else 1
+        history = []
+        best = (None, 0, -1.0)
+        if Xv is not None:  # epoch 0 (the initial model) competes too
+            model0 = self._snapshot(C, U, step)
+            acc0 = self._val_acc(model0, Xv, yv) if np.any(model0) else 0.0
+            best = (model0, 0, acc0)
+            history.append({"epoch": 0, "val_accuracy": acc0, "mistakes": None})
+        for ep in range(1, epochs + 1):
+            order = rng.permutation(X.shape[0])
+            mistakes, step = perceptron_epoch(X, y_idx, order, dim, C, norm2, U, step, mode=mode,
+                                              lr=self.lr, normalize=True)
+            model = self._snapshot(C, U, step)
+            rec = {"epoch": ep, "mistakes": int(mistakes)}
+            if Xv is not None:
+                rec["val_accuracy"] = self._val_acc(model, Xv, yv)
+                if rec["val_accuracy"] > best[2]:
+                    best = (model, ep, rec["val_accuracy"])
+            else:
+                best = (model, ep, None)
+            history.append(rec)
+            if self.verbose:
+                print(f"epoch {ep}: {rec}")
+            if mistakes == 0:
+                break
+        if best[0] is None:
+            best = (self._snapshot(C, U, step), 0, None)
+        return best[0], best[1], history
+
+    def _snapshot(self, C, U, step):
+        """Integer counters of the current (averaged) model."""
+        if self.average and step > 0:
+            M = step * C - U  # proportional to the average of the counters over all steps
+        else:
+            M = C
+        if self.update == "onlinehd":  # real-valued updates: keep 24 bits of them
+            return quantize_counters(M, 24)
+        return np.rint(M).astype(np.int64)
+
+    def _val_acc(self, M, Xv, yv):
+        planes, offsets = counter_planes(M, self.dim_)
+        norms = np.sqrt((M.astype(np.float64) ** 2).sum(axis=1))
+        s = cosine_scores(planes_dot(Xv, planes, offsets, M.sum(axis=1)), norms, self.dim_)
+        return float(np.mean(np.argmax(s, axis=1) == yv))
+
+    def fit(self, X, y):
+        self._validate_params()
+        X = self._check_X(X, fitting=True)
+        self.classes_, y_idx = self._check_y(y, X.shape[0])
+        K = len(self.classes_)
+        rng = np.random.default_rng(self.seed)
+        vf = self.validation_fraction or 0.0
+        n_val = int(round(vf * X.shape[0]))
+        if n_val > 0 and self.epochs > 0:
+            perm = rng.permutation(X.shape[0])
+            val, tr = perm[:n_val], perm[n_val:]
+            M, best_ep, hist = self._train(np.ascontiguousarray(X[tr]), y_idx[tr], K, self.epochs, rng,
+                                           np.ascontiguousarray(X[val]), y_idx[val])
+            self.best_epoch_ = best_ep
+            self.history_ = hist
+            if self.refit:
+                M, _, _ = self._train(X, y_idx, K, best_ep, np.random.default_rng(self.seed))
+        else:
+            M, best_ep, hist = self._train(X, y_idx, K, self.epochs, rng)
+            self.best_epoch_ = best_ep
+            self.history_ = hist
+        if not np.any(M):
+            raise ValueError("training left every class counter at zero (no epochs and init='zero'?)")
+        return self._set_counters(M)
