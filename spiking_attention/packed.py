@@ -31,7 +31,9 @@ Public API::
     PackedSpikingAttention(att)                               # wraps a trained module
         .forward(x (B, T, C) torch) -> y (B, T, C) torch      # == att(x) within float tolerance
         .winners(x) -> list over (b, h) of (idx, valid)       # the chosen keys
+        .core_from_codes(qw, kw, v) -> (y (B, nh, T, hs), winners)  # the core alone, from packed codes
         .prefill(x (1, T, C)) -> (y, cache);  .step(x_t (1, 1, C), cache) -> y_t   # decoding
+        .new_cache(capacity); .append(cache, k_words, v); .step_core(q_words, cache)
     packed_model(model)                                       # context manager: a model's spiking
                                                               # attention layers run packed
 
@@ -177,6 +179,7 @@ class DecodeCache:
     v: np.ndarray            # (nh, cap, hs) float32, value t at row t
     n: int = 0
     state: dict = field(default_factory=dict)
+    scales: np.ndarray | None = None  # (nh,) score -> logit factors, read from the module at creation
 
 
 class PackedSpikingAttention:
@@ -185,7 +188,7 @@ class PackedSpikingAttention:
     Shapes: forward x (B, T, C) -> (B, T, C); codes packed to (B, nh, T, n_words).
     """
 
-    def __init__(self, att: SpikingKWTAAttention, *, block_rows: int = 256, threads: int | None = None,
+    def __init__(self, att: SpikingKWTAAttention, *, block_rows: int = 128, threads: int | None = None,
                  fused: bool = True):
         if not isinstance(att, SpikingKWTAAttention):
             raise TypeError(f"PackedSpikingAttention wraps a SpikingKWTAAttention, got {type(att).__name__}")
@@ -301,11 +304,17 @@ class PackedSpikingAttention:
     @torch.no_grad()
     def core(self, x: torch.Tensor):
         """The attention core on packed codes; returns (y before c_proj (B, nh, T, hs) numpy, winners)."""
+        q, k, v, _ = self.att.codes(x)                      # (B, nh, T, cb) {0,1}; v (B, nh, T, hs)
+        return self.core_from_codes(pack_codes(q), pack_codes(k), v.float().cpu().numpy())
+
+    def core_from_codes(self, qw: np.ndarray, kw: np.ndarray, v: np.ndarray):
+        """Causal k-WTA attention core from packed codes (a full sequence, queries = keys = 0..T-1).
+
+        Shapes: qw, kw (B, nh, T, W) uint64; v (B, nh, T, hs) float32 ->
+        (y (B, nh, T, hs) float32, winners: list over (b, h) of (idx (T, kmax), valid)).
+        """
         att = self.att
-        q, k, v, _ = att.codes(x)                           # (B, nh, T, cb) {0,1}; v (B, nh, T, hs)
-        qw, kw = pack_codes(q), pack_codes(k)               # (B, nh, T, W) uint64
-        v = v.float().cpu().numpy()
-        B, nh, T, _ = q.shape
+        B, nh, T, _ = qw.shape
         scales = self._scales()
         y = np.empty((B, nh, T, att.head_size), np.float32)
         winners = []
@@ -349,7 +358,7 @@ class PackedSpikingAttention:
         nh = att.n_head
         return DecodeCache(cap=capacity, k_rev=np.zeros((nh, capacity, self.n_words), np.uint64),
                            kpop_rev=np.zeros((nh, capacity), np.int64),
-                           v=np.zeros((nh, capacity, att.head_size), np.float32))
+                           v=np.zeros((nh, capacity, att.head_size), np.float32), scales=self._scales())
 
     @torch.no_grad()
     def prefill(self, x: torch.Tensor, capacity: int | None = None):
@@ -362,12 +371,12 @@ class PackedSpikingAttention:
         if T > cache.cap:
             raise ValueError(f"prompt of {T} tokens exceeds the cache capacity {cache.cap}")
         q, k, v, state = att.codes(x)
-        self._append(cache, pack_codes(k[0]), v[0].float().numpy(), state)
+        self.append(cache, pack_codes(k[0]), v[0].float().numpy(), state)
         y = self.forward(x)
         return y, cache
 
-    def _append(self, cache: DecodeCache, kw: np.ndarray, v: np.ndarray, state: dict) -> None:
-        """Add keys (nh, t, W) and values (nh, t, hs) at the end of the cache (newest first in k_rev)."""
+    def append(self, cache: DecodeCache, kw: np.ndarray, v: np.ndarray, state: dict | None = None) -> None:
+        """Add packed keys (nh, t, W) and values (nh, t, hs) after the cached ones (k_rev stays newest first)."""
         t = kw.shape[1]
         n0, cap = cache.n, cache.cap
         if n0 + t > cap:
@@ -377,7 +386,7 @@ class PackedSpikingAttention:
         cache.kpop_rev[:, cap - n0 - t:cap - n0] = hdc.popcount(np.ascontiguousarray(kw[:, ::-1]))
         cache.v[:, n0:n0 + t] = v
         cache.n = n0 + t
-        cache.state = state
+        cache.state = state or {}
 
     @torch.no_grad()
     def step(self, x_t: torch.Tensor, cache: DecodeCache) -> torch.Tensor:
@@ -387,40 +396,66 @@ class PackedSpikingAttention:
         """
         att = self.att
         q, k, v, state = att.codes(x_t, cache.state)        # (1, nh, 1, cb)
-        self._append(cache, pack_codes(k[0]), v[0].float().numpy(), state)
+        self.append(cache, pack_codes(k[0]), v[0].float().numpy(), state)
         y = self.step_core(pack_codes(q[0, :, 0]), cache)   # (nh, hs)
         y = torch.from_numpy(y).to(x_t.dtype).reshape(1, 1, att.d_model)
         return att.c_proj(y)
 
     def step_core(self, q_words: np.ndarray, cache: DecodeCache) -> np.ndarray:
-        """Attention core of one decode step. Shapes: q_words (nh, W) -> (nh, hs) float32."""
+        """Attention core of one decode step. Shapes: q_words (nh, W) -> (nh, hs) float32.
+
+        The hot loop calls the backend's top-k kernel directly: its inputs are built here with
+        known shapes and dtypes, so the public wrapper's validation would only add latency.
+        """
         att = self.att
-        n, cap = cache.n, cache.cap
-        scales = self._scales()
-        out = np.empty((att.n_head, att.head_size), np.float32)
-        for h in range(att.n_head):
-            keys = cache.k_rev[h, cap - n:]                 # (n, W), newest first
-            qh = q_words[h:h + 1]                           # (1, W)
-            q_pop = _popcount(qh)
-            k_eff = min(n, int(_k_row(att.k, np.array([n]))[0]))
-            if self.fused and self._fused_ok and q_pop[0] > 0:
-                # fused top-k: smallest Hamming distance = largest bipolar score; the newest-first
-                # order turns topk's "lower index wins" into "more recent key wins"
-                dist, ridx = hdc.topk(qh, keys, k_eff, threads=self.threads)
-                PACKED_CALLS["topk"] += 1
-                s = att.code_bits - 2 * dist.astype(np.int64)
-                idx = (n - 1 - ridx)                        # back to time order
-                valid = np.ones_like(idx, bool)
-            else:
-                kpop = cache.kpop_rev[h, cap - n:]
-                s_rev, _ = packed_scores(qh, keys, att.code_bits, att.score, q_pop=q_pop, k_pop=kpop,
-                                         threads=self.threads)
+        n, cap, nh, cb = cache.n, cache.cap, att.n_head, att.code_bits
+        if q_words.shape != (nh, self.n_words) or q_words.dtype != np.uint64:
+            raise ValueError(f"q_words must be ({nh}, {self.n_words}) uint64, got {q_words.shape} {q_words.dtype}")
+        if n < 1:
+            raise ValueError("step_core needs at least one cached key")
+        q_words = np.ascontiguousarray(q_words)
+        q_pop = np.bitwise_count(q_words).sum(1)            # (nh,): a few words, cheaper than a kernel call
+        kmax = int(_k_row(att.k, np.array([n]))[0])
+        S = np.zeros((nh, kmax), np.int64)
+        I = np.zeros((nh, kmax), np.int64)
+        valid = np.ones((nh, kmax), bool)
+        if self.fused and self._fused_ok:
+            kern = hdc.backends.get_backend()
+            threads = hdc.backends.resolve_threads(self.threads)
+            d = np.empty((1, kmax), np.int32)
+            ri = np.empty((1, kmax), np.int64)
+            for h in range(nh):
+                keys = cache.k_rev[h, cap - n:]             # (n, W), newest first, contiguous
+                if q_pop[h] > 0:
+                    # smallest Hamming distance = largest bipolar score; newest-first order turns
+                    # topk's "lower index wins" into "more recent key wins"
+                    kern.topk(q_words[h:h + 1], keys, kmax, d, ri, threads)
+                    PACKED_CALLS["topk"] += 1
+                    S[h] = cb - 2 * d[0].astype(np.int64)
+                    I[h] = n - 1 - ri[0]
+                else:  # silent query: hamming(0, key) = |key|, no pairwise work
+                    s_row = (cb - 2 * cache.kpop_rev[h, cap - n:][::-1])[None, :]
+                    idx, _ = select_winners(s_row, att.k)
+                    S[h], I[h] = s_row[0, idx[0]], idx[0]
+        else:
+            allowed = allowed_keys(att, 1, n, device="cpu").numpy()
+            for h in range(nh):
+                keys = cache.k_rev[h, cap - n:]
+                s_rev, _ = packed_scores(q_words[h:h + 1], keys, cb, att.score, q_pop=q_pop[h:h + 1],
+                                         k_pop=cache.kpop_rev[h, cap - n:], threads=self.threads)
                 s_full = s_rev[:, ::-1]                     # (1, n) time order
-                allowed = allowed_keys(att, 1, n, device="cpu").numpy()
-                idx, valid = select_winners(s_full, att.k, allowed)
-                s = np.take_along_axis(s_full, idx, 1)
-            out[h] = aggregate_winners(s, idx, valid, cache.v[h, :n], float(scales[h]))[0]
-        return out
+                idx, val = select_winners(s_full, att.k, allowed)
+                w = idx.shape[1]
+                S[h, :w], I[h, :w], valid[h, :w] = np.take_along_axis(s_full, idx, 1)[0], idx[0], val[0]
+                valid[h, w:] = False
+        # all heads at once: softmax over each head's winners, weighted sum of their values
+        scales = self._scales() if cache.scales is None else cache.scales
+        logits = np.where(valid, S.astype(np.float32) * scales[:, None], np.float32(-np.inf))
+        logits -= logits.max(1, keepdims=True)
+        w = np.exp(logits)
+        w /= w.sum(1, keepdims=True)
+        vals = cache.v[np.arange(nh)[:, None], I]           # (nh, kmax, hs)
+        return np.einsum("hk,hkd->hd", w, vals, dtype=np.float32)
 
 
 @contextlib.contextmanager

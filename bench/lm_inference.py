@@ -1,0 +1,205 @@
+"""Inference speed: packed-bit k-WTA attention against dense float attention of the same layer.
+
+One attention layer of the nanoGPT CPU configuration (width 128, 4 heads, 32-bit codes per
+head, k = 8) at contexts 256 .. 8,192, in one run:
+
+* **prefill**: the whole causal sequence. Dense: ``F.scaled_dot_product_attention(is_causal)``
+  on float q, k, v (torch's fused kernel). Packed: pack the binary codes, Hamming top-k with
+  the hdc kernels (fused top-k on the past keys, Hamming matrix on the causal diagonal block),
+  softmax over the k winners, aggregate their values. Also the torch k-WTA training path
+  (integer scores by matmul, exact k-WTA mask, softmax) where it fits in memory.
+* **decode**: one new query against ``T`` cached keys. Dense: SDPA of one query row. Packed:
+  fused :func:`hdc.topk` over the packed keys (newest first), softmax over k, k value rows.
+
+Only the attention core is timed: the Q/K/V/output projections are the same dense matrix
+products in both paths. Ratios are dense time / packed time (> 1: packed is faster), each
+pair measured back to back in the same process, same thread count (default 1) for torch and
+hdc. Weights are random (timing does not depend on them except through silent codes, of
+which random weights produce none); the packed output is checked against the torch path.
+
+    python bench/lm_inference.py [--quick] [--threads 1] [--code-bits 32 256]
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import hdc  # noqa: E402
+from bench._common import make_parser, print_table, time_it, write_json  # noqa: E402
+from spiking_attention.attention import SpikingKWTAAttention, allowed_keys  # noqa: E402
+from spiking_attention.kwta import kwta_mask  # noqa: E402
+from spiking_attention.packed import PACKED_CALLS, PackedSpikingAttention, pack_codes  # noqa: E402
+
+NAME = "lm_inference"
+
+
+def _repeats(t_sec: float, quick: bool) -> int:
+    """Fewer repeats for slow cases, so the whole sweep stays within its budget."""
+    if t_sec > 1.0:
+        return 1 if quick else 3
+    if t_sec > 0.1:
+        return 3
+    return 5 if quick else 9
+
+
+def _timed(fn, quick: bool) -> dict:
+    t0 = time.perf_counter()
+    fn()  # warm-up (JIT, caches) and a first estimate
+    first = time.perf_counter() - t0
+    return time_it(fn, repeats=_repeats(first, quick), warmup=0)
+
+
+def bench_context(T: int, *, C: int, nh: int, cb: int, k: int, quick: bool, torch_kwta_max: int,
+                  threads: int, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    att = SpikingKWTAAttention(C, nh, cb, k, max_seq_len=T).eval()
+    patt = PackedSpikingAttention(att, threads=threads)
+    hs = C // nh
+    x = torch.randn(1, T, C, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        q, kc, v, _ = att.codes(x)                                   # (1, nh, T, cb), v (1, nh, T, hs)
+        # dense float attention of the same layer: real-valued q, k of the head size
+        qf = (x @ torch.randn(C, C) / C ** 0.5).view(1, T, nh, hs).transpose(1, 2).contiguous()
+        kf = (x @ torch.randn(C, C) / C ** 0.5).view(1, T, nh, hs).transpose(1, 2).contiguous()
+    v_np = v.float().numpy()
+    row = {"T": T, "code_bits": cb}
+
+    # ---------------- prefill
+    def dense_prefill():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(qf, kf, v, is_causal=True)
+
+    def packed_prefill():
+        return patt.core_from_codes(pack_codes(q), pack_codes(kc), v_np)[0]
+
+    def torch_kwta_prefill():
+        with torch.no_grad():
+            s = att.integer_scores(q, kc)
+            win = kwta_mask(s, att.k, allowed_keys(att, T, T))
+            return att.aggregate(s, win, v)
+
+    calls0 = PACKED_CALLS["topk"]
+    r_d = _timed(dense_prefill, quick)
+    r_p = _timed(packed_prefill, quick)
+    if T > patt.block_rows and PACKED_CALLS["topk"] == calls0:
+        raise RuntimeError("the fused top-k kernel did not run")
+    row.update(prefill_dense_s=r_d["median_s"], prefill_packed_s=r_p["median_s"],
+               prefill_speedup=r_d["median_s"] / r_p["median_s"])
+    if T <= torch_kwta_max:
+        r_t = _timed(torch_kwta_prefill, quick)
+        row["prefill_torch_kwta_s"] = r_t["median_s"]
+        y_ref = torch_kwta_prefill().numpy()
+        row["packed_vs_torch_max_abs_diff"] = float(np.abs(packed_prefill() - y_ref).max())
+
+    # ---------------- decode: the last token's query against all T keys
+    cache = patt.new_cache(T)
+    patt.append(cache, pack_codes(kc[0]), v_np[0])
+    q_last = pack_codes(q[0, :, -1])                                  # (nh, W)
+    qf_last, kf_all, v_all = qf[:, :, -1:], kf, v
+
+    def dense_decode():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(qf_last, kf_all, v_all)
+
+    def packed_decode():
+        return patt.step_core(q_last, cache)
+
+    r_d = _timed(dense_decode, quick)
+    r_p = _timed(packed_decode, quick)
+    row.update(decode_dense_s=r_d["median_s"], decode_packed_s=r_p["median_s"],
+               decode_speedup=r_d["median_s"] / r_p["median_s"])
+    if T <= torch_kwta_max:
+        y_full = torch_kwta_prefill()[0, :, -1].numpy()
+        row["decode_max_abs_diff"] = float(np.abs(packed_decode() - y_full).max())
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for cb in sorted({r["code_bits"] for r in rows}):
+        rs = [r for r in rows if r["code_bits"] == cb]
+        Ts = [r["T"] for r in rs]
+        axes[0].plot(Ts, [r["prefill_speedup"] for r in rs], "o-", label=f"prefill, {cb}-bit codes")
+        axes[0].plot(Ts, [r["decode_speedup"] for r in rs], "s--", label=f"decode, {cb}-bit codes")
+        axes[1].plot(Ts, [r["prefill_dense_s"] * 1e3 for r in rs], "o-", label=f"dense prefill ({cb})")
+        axes[1].plot(Ts, [r["prefill_packed_s"] * 1e3 for r in rs], "o:", label=f"packed prefill ({cb})")
+        axes[1].plot(Ts, [r["decode_dense_s"] * 1e3 for r in rs], "s-", label=f"dense decode ({cb})")
+        axes[1].plot(Ts, [r["decode_packed_s"] * 1e3 for r in rs], "s:", label=f"packed decode ({cb})")
+    axes[0].axhline(1.0, color="k", lw=0.8)
+    axes[0].set(xscale="log", yscale="log", xlabel="context T", ylabel="dense time / packed time",
+                title="packed k-WTA vs dense float attention (>1: packed faster)")
+    axes[1].set(xscale="log", yscale="log", xlabel="context T", ylabel="ms per call (one layer)",
+                title="attention core time")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.set_xticks(rows[0:1] and sorted({r["T"] for r in rows}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv=None) -> dict:
+    p = make_parser(__doc__.split("\n")[0])
+    p.add_argument("--contexts", type=int, nargs="+", default=None)
+    p.add_argument("--code-bits", type=int, nargs="+", default=None)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("-k", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="threads for torch and hdc alike")
+    args = p.parse_args(argv)
+    contexts = args.contexts or ([256, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192])
+    code_bits = args.code_bits or ([32] if args.quick else [32, 256])
+    torch.set_num_threads(args.threads)
+    hdc.set_num_threads(args.threads)
+    torch_kwta_max = 1024 if args.quick else 2048
+    rows = []
+    t_start = time.perf_counter()
+    for cb in code_bits:
+        for T in contexts:
+            r = bench_context(T, C=args.d_model, nh=args.n_head, cb=cb, k=args.k, quick=args.quick,
+                              torch_kwta_max=torch_kwta_max, threads=args.threads)
+            rows.append(r)
+            print(f"  T={T:5d} cb={cb:4d}  prefill x{r['prefill_speedup']:.2f}  decode x{r['decode_speedup']:.2f}",
+                  flush=True)
+    print_table(rows, ["T", "code_bits", "prefill_dense_s", "prefill_packed_s", "prefill_torch_kwta_s",
+                       "prefill_speedup", "decode_dense_s", "decode_packed_s", "decode_speedup",
+                       "packed_vs_torch_max_abs_diff"])
+    wins_pre = [(r["T"], r["code_bits"]) for r in rows if r["prefill_speedup"] > 1]
+    wins_dec = [(r["T"], r["code_bits"]) for r in rows if r["decode_speedup"] > 1]
+    summary = {"packed_wins_prefill_at": wins_pre, "packed_wins_decode_at": wins_dec}
+    print("packed faster (prefill) at (T, code_bits):", wins_pre or "nowhere")
+    print("packed faster (decode)  at (T, code_bits):", wins_dec or "nowhere")
+    out = Path(args.out)
+    png = out / f"{NAME}.png"
+    plot(rows, png)
+    payload = {
+        "config": {"d_model": args.d_model, "n_head": args.n_head, "k": args.k, "contexts": contexts,
+                   "code_bits": code_bits, "threads": args.threads, "quick": args.quick,
+                   "hdc_backend": hdc.get_backend_name(),
+                   "timed": "attention core only (projections identical in both paths); median seconds",
+                   "dense": "torch F.scaled_dot_product_attention, float32, causal (prefill) / one row (decode)",
+                   "packed": "pack codes + hdc Hamming top-k (fused on past keys) + softmax over k + k value rows"},
+        "rows": rows, "summary": summary, "plot": str(png), "wall_s": time.perf_counter() - t_start,
+    }
+    path = write_json(out, NAME, payload)
+    print(f"wrote {path} and {png}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
