@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["spike_raster", "attention_map", "firing_rates", "plot_model"]
+__all__ = ["spike_raster", "attention_map", "firing_rates", "plot_model", "record_run"]
 
 
 def _np(a):
@@ -81,7 +81,7 @@ def firing_rates(report: dict, path, *, title: str = "firing rate per layer") ->
 
 @torch.no_grad()
 def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spiking", layer: int = 0,
-               head: int = 0, forward=None) -> dict[str, Path]:
+               head: int = 0, forward=None, _report_out: list | None = None) -> dict[str, Path]:
     """One forward pass with recording on; write the raster and attention map of ``layer``/``head``
     and the firing rates of every layer. Returns {"raster", "attention", "rates"} -> path.
     """
@@ -100,6 +100,8 @@ def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spikin
     finally:
         for m, r in zip(mods, old):
             m.record = r
+    if _report_out is not None:
+        _report_out.append(report)
     out_dir = Path(out_dir)
     m = mods[layer]
     paths = {}
@@ -112,3 +114,19 @@ def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spikin
     if any("q_firing_rate" in x for x in report["layers"]):
         paths["rates"] = firing_rates(report, out_dir / f"{prefix}_firing_rates.png")
     return paths
+
+
+def record_run(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spiking", layer: int = 0,
+               head: int = 0, forward=None) -> tuple[dict, dict[str, Path]]:
+    """The accounting JSON (``{prefix}_accounting.json``) and the three plots of one forward pass.
+
+    For a training script to call after evaluation. Returns (report, {name: path}).
+    Example: ``report, paths = record_run(lm, idx[:1], "runs/x", prefix="spiking_seed0")``.
+    """
+    from .accounting import write_report
+
+    box: list = []
+    paths = plot_model(model, inputs, out_dir, prefix=prefix, layer=layer, head=head, forward=forward,
+                       _report_out=box)
+    paths["accounting"] = write_report(Path(out_dir) / f"{prefix}_accounting.json", box[0])
+    return box[0], paths

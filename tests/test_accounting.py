@@ -85,7 +85,7 @@ def test_energy_presets_and_report_roundtrip(tmp_path):
 
 
 def test_plots_write_pngs(tmp_path):
-    from spiking_attention.plots import attention_map, plot_model, spike_raster
+    from spiking_attention.plots import attention_map, plot_model, record_run, spike_raster
     torch.manual_seed(0)
     model = Tiny(SpikingKWTAAttention(32, 4, 8, 3, max_seq_len=16))
     paths = plot_model(model, torch.randn(1, 12, 32), tmp_path, prefix="t")
@@ -93,6 +93,9 @@ def test_plots_write_pngs(tmp_path):
     for p in paths.values():
         assert p.exists() and p.read_bytes()[:4] == b"\x89PNG"
     assert model.att.record is False  # restored
+    rep, paths2 = record_run(model, torch.randn(1, 12, 32), tmp_path / "run", prefix="r")
+    assert json.loads(paths2["accounting"].read_text())["totals"]["mac"] == rep["totals"]["mac"]
+    assert paths2["raster"].exists()
     with pytest.raises(ValueError, match="spike_raster"):
         spike_raster(torch.zeros(3), tmp_path / "x.png")
     with pytest.raises(ValueError, match="attention_map"):
