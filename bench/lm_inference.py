@@ -121,6 +121,56 @@ def bench_context(T: int, *, C: int, nh: int, cb: int, k: int, quick: bool, torc
     return row
 
 
+@torch.no_grad()
+def trained_check(ckpt: Path, *, n_seqs: int = 4) -> dict:
+    """A trained SpikingTransformerLM on validation text: packed path vs torch path.
+
+    Reports the largest logit difference, and per layer how many (query, head) rows chose a
+    different set of winners (the claim is: none), plus firing rates and silent codes.
+    """
+    from spiking_attention.packed import packed_model
+    from spiking_attention.train import load_model, prepare_data
+
+    model, tok, meta = load_model(ckpt)
+    _, _, val = prepare_data()
+    T = model.config.block_size
+    idx = torch.stack([val[i * T:(i + 1) * T] for i in range(n_seqs)])   # (n_seqs, T)
+    layer_in = {}
+    mods = [m for m in model.modules() if isinstance(m, SpikingKWTAAttention)]
+    if not mods:
+        raise ValueError(f"{ckpt} holds no spiking attention layer")
+    hooks = [m.register_forward_hook(lambda mod, a, o, i=i: layer_in.__setitem__(i, a[0]))
+             for i, m in enumerate(mods)]
+    ref, _ = model(idx)
+    for h in hooks:
+        h.remove()
+    with packed_model(model):
+        out, _ = model(idx)
+    layers = []
+    for i, m in enumerate(mods):
+        x = layer_in[i]
+        q, kc, _, _ = m.codes(x)
+        win_t = kwta_mask(m.integer_scores(q, kc), m.k, allowed_keys(m, T, T))  # (B, nh, T, T)
+        patt = PackedSpikingAttention(m)
+        diff_rows = 0
+        for n_bh, (w_idx, valid) in enumerate(patt.winners(x)):
+            b, h = divmod(n_bh, m.n_head)
+            mask = np.zeros((T, T), bool)
+            rows = np.broadcast_to(np.arange(T)[:, None], w_idx.shape)
+            mask[rows[valid], w_idx[valid]] = True
+            diff_rows += int((mask != win_t[b, h].numpy()).any(1).sum())
+        m(x)  # refresh last_stats
+        st = m.last_stats
+        layers.append({"layer": i, "rows": int(idx.shape[0] * m.n_head * T), "rows_with_different_winners": diff_rows,
+                       "q_firing_rate": st["q_firing_rate"], "k_firing_rate": st["k_firing_rate"],
+                       "q_silent_token_frac": st["q_silent_token_frac"],
+                       "k_silent_token_frac": st["k_silent_token_frac"], "tie_at_cut_frac": st["tie_at_cut_frac"],
+                       "kernel_pair_frac": patt.last_info["pairs_computed"] / max(1, patt.last_info["pairs_total"])})
+    return {"checkpoint": str(ckpt), "tokens": int(idx.numel()),
+            "max_abs_logit_diff": float((out - ref).abs().max()),
+            "argmax_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()), "layers": layers}
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -161,6 +211,8 @@ def main(argv=None) -> dict:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("-k", type=int, default=8)
     p.add_argument("--threads", type=int, default=1, help="threads for torch and hdc alike")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a trained SpikingTransformerLM checkpoint: check packed == torch on validation text")
     args = p.parse_args(argv)
     contexts = args.contexts or ([256, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192])
     code_bits = args.code_bits or ([32] if args.quick else [32, 256])
@@ -184,6 +236,12 @@ def main(argv=None) -> dict:
     summary = {"packed_wins_prefill_at": wins_pre, "packed_wins_decode_at": wins_dec}
     print("packed faster (prefill) at (T, code_bits):", wins_pre or "nowhere")
     print("packed faster (decode)  at (T, code_bits):", wins_dec or "nowhere")
+    trained = None
+    if args.checkpoint is not None:
+        trained = trained_check(args.checkpoint)
+        print(f"trained checkpoint {args.checkpoint}: max |logit diff| {trained['max_abs_logit_diff']:.2e}, "
+              f"rows with different winners per layer "
+              f"{[x['rows_with_different_winners'] for x in trained['layers']]}")
     out = Path(args.out)
     png = out / f"{NAME}.png"
     plot(rows, png)
@@ -194,7 +252,8 @@ def main(argv=None) -> dict:
                    "timed": "attention core only (projections identical in both paths); median seconds",
                    "dense": "torch F.scaled_dot_product_attention, float32, causal (prefill) / one row (decode)",
                    "packed": "pack codes + hdc Hamming top-k (fused on past keys) + softmax over k + k value rows"},
-        "rows": rows, "summary": summary, "plot": str(png), "wall_s": time.perf_counter() - t_start,
+        "rows": rows, "summary": summary, "trained_check": trained, "plot": str(png),
+        "wall_s": time.perf_counter() - t_start,
     }
     path = write_json(out, NAME, payload)
     print(f"wrote {path} and {png}")

@@ -253,13 +253,14 @@ class PackedSpikingAttention:
         out_s = np.zeros((T, kk), np.int64)
         out_i = np.zeros((T, kk), np.int64)
         out_v = np.zeros((T, kk), bool)
-        pairs = 0
+        pairs = considered = 0
         for r0 in range(0, T, self.block_rows):
             r1 = min(T, r0 + self.block_rows)
             m = r1 - r0
             s_d, info = packed_scores(qw[r0:r1], kw[r0:r1], cb, att.score, q_pop=q_pop[r0:r1],
                                       k_pop=k_pop[r0:r1], threads=self.threads)
             pairs += info["pairs_computed"]
+            considered += info["pairs_total"] + m * r0
             idx_d, val_d = select_winners(s_d, k, np.tril(np.ones((m, m), bool)))
             cand_s, cand_i, cand_v = [np.take_along_axis(s_d, idx_d, 1)], [idx_d + r0], [val_d]
             if r0 > 0:
@@ -290,7 +291,7 @@ class PackedSpikingAttention:
             out_i[r0:r1] = np.take_along_axis(ci, order, 1)
             out_v[r0:r1] = np.take_along_axis(cv, order, 1)
         info = {"active_queries": int((q_pop > 0).sum()), "active_keys": int((k_pop > 0).sum()),
-                "pairs_computed": pairs, "pairs_total": T * (T + 1) // 2}
+                "pairs_computed": pairs, "pairs_total": considered}
         return out_s, out_i, out_v, info
 
     def _allowed_fn(self):
@@ -330,6 +331,9 @@ class PackedSpikingAttention:
                 winners.append((idx, valid))
                 for key in totals:
                     totals[key] += info[key]
+        # pairs_total: pairs the blocks considered; pairs_computed: those a pairwise kernel evaluated
+        # (the rest involved a silent code); causal_pairs: what a causal dense attention evaluates
+        totals["causal_pairs"] = B * nh * T * (T + 1) // 2
         self.last_info = totals
         return y, winners
 
