@@ -54,3 +54,12 @@ int hdc_set_isa(int level);         /* 0, or HDC_EUNSUPPORTED / HDC_EINVAL */
 uint64_t hdc_call_count(int kernel, int level);
 /* 1 when compiled with -fsanitize (the HDC_SANITIZE build). */
 int hdc_sanitized(void);
+
+/* Calibration for benchmarks (the compute floor, measured rather than assumed).
+ * hdc_calibrate_slices: `threads` threads each run `iters` steps of 16 independent
+ * (XOR, VPOPCNTQ, ADD) triples on registers (16 pair-slices per step); returns the total
+ * pair-slices done, or HDC_EUNSUPPORTED without AVX-512. Time it to get slices/s.
+ * hdc_calibrate_clock: a chain of `iters` dependent 1-cycle integer adds (times 8);
+ * time it to get the core clock. Returns a value that depends on the chain. */
+int64_t hdc_calibrate_slices(int64_t iters, int threads);
+uint64_t hdc_calibrate_clock(int64_t iters);

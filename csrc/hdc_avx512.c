@@ -216,6 +216,31 @@ const hdc_kernels hdc_kernels_avx512 = {
     .col_width = 8,
 };
 
+/* 16 independent (xor, popcnt, add) chains per step: the best case of the hamming tile */
+int64_t hdc_calibrate_slices_avx512(int64_t iters);
+int64_t hdc_calibrate_slices_avx512(int64_t iters) {
+    __m512i a0 = _mm512_set1_epi64(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    __m512i a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+    __m512i t0 = _mm512_set1_epi64(0x5555), t1 = _mm512_set1_epi64(0x3333), t2 = _mm512_set1_epi64(0x0f0f),
+            t3 = _mm512_set1_epi64(0x00ff);
+    __m512i b0 = _mm512_set1_epi64(7), b1 = _mm512_set1_epi64(11), b2 = _mm512_set1_epi64(13),
+            b3 = _mm512_set1_epi64(17);
+    for (int64_t i = 0; i < iters; i++) {
+        __asm__ volatile("" : "+v"(t0), "+v"(t1), "+v"(t2), "+v"(t3), "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
+#define CAL(acc, t, b) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(t, b)))
+        CAL(a0, t0, b0); CAL(a1, t1, b0); CAL(a2, t2, b0); CAL(a3, t3, b0);
+        CAL(a4, t0, b1); CAL(a5, t1, b1); CAL(a6, t2, b1); CAL(a7, t3, b1);
+        CAL(a8, t0, b2); CAL(a9, t1, b2); CAL(a10, t2, b2); CAL(a11, t3, b2);
+        CAL(a12, t0, b3); CAL(a13, t1, b3); CAL(a14, t2, b3); CAL(a15, t3, b3);
+#undef CAL
+    }
+    __m512i s = _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)),
+                                 _mm512_add_epi64(_mm512_add_epi64(a4, a5), _mm512_add_epi64(a6, a7)));
+    s = _mm512_add_epi64(s, _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a8, a9), _mm512_add_epi64(a10, a11)),
+                                             _mm512_add_epi64(_mm512_add_epi64(a12, a13), _mm512_add_epi64(a14, a15))));
+    return _mm512_reduce_add_epi64(s);
+}
+
 #pragma GCC pop_options
 
 #endif /* __x86_64__ */

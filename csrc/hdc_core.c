@@ -609,3 +609,45 @@ void hdc_transpose_block(const uint64_t *x, int64_t r0, int64_t nrows, int64_t R
         }
     }
 }
+
+/* ------------------------------------------------------------------ calibration */
+#if defined(__x86_64__)
+int64_t hdc_calibrate_slices_avx512(int64_t iters);
+#endif
+
+typedef struct { int64_t iters; volatile int64_t sink[HDC_MAX_THREADS]; } cal_ctx;
+
+static void cal_worker(void *p, int64_t s, int64_t e, int tid) {
+    cal_ctx *c = (cal_ctx *)p;
+    (void)s; (void)e;
+#if defined(__x86_64__)
+    c->sink[tid] = hdc_calibrate_slices_avx512(c->iters);
+#else
+    (void)c; (void)tid;
+#endif
+}
+
+int64_t hdc_calibrate_slices(int64_t iters, int threads) {
+    if (!hdc_isa_supported(HDC_ISA_AVX512)) return HDC_EUNSUPPORTED;
+    if (iters < 0 || threads < 1) return HDC_EINVAL;
+    cal_ctx c;
+    memset(&c, 0, sizeof c);
+    c.iters = iters;
+    int used = parallel_for(threads, threads, cal_worker, &c);
+    return (int64_t)used * iters * 16;
+}
+
+uint64_t hdc_calibrate_clock(int64_t iters) {
+    uint64_t v = 1;
+    for (int64_t i = 0; i < iters; i++) {
+#if defined(__x86_64__)
+        /* 8 dependent adds: one cycle each on every x86-64 core; asm keeps them unfused */
+        __asm__ volatile("add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\t"
+                         "add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0" : "+r"(v));
+#else
+        __asm__ volatile("" : "+r"(v));
+        v += v;
+#endif
+    }
+    return v;
+}
