@@ -96,7 +96,7 @@ def fashion(Xtr, ytr, Xte, yte, *, dim, vsa, n_levels=100, seed=0, batch=256):
     vals = torchhd.embeddings.Level(n_levels, dim, vsa=vsa)
 
     def encode(x):
-        x = torch.as_tensor(x, dtype=torch.float32) / 255.0
+        x = torch.tensor(np.asarray(x, np.float32)) / 255.0
         s = torchhd.hash_table(keys.weight, vals(x))  # (b, dim): multiset of key * value
         return _quantize(torchhd, s) if vsa == "MAP" else s
 

@@ -120,9 +120,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-extra", action="store_true", help="skip the trigram and ensemble rows")
     p.add_argument("--no-torchhd", action="store_true", help="skip the torchhd comparison")
-    p.add_argument("--torchhd-train-lines", type=int, default=200,
+    p.add_argument("--torchhd-train-lines", type=int, default=1000,
                    help="training lines per language in the torchhd comparison (subset)")
-    p.add_argument("--torchhd-test-per-lang", type=int, default=50,
+    p.add_argument("--torchhd-test-per-lang", type=int, default=100,
                    help="test sentences per language in the torchhd comparison (subset)")
     args = p.parse_args(argv)
 

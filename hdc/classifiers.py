@@ -253,6 +253,7 @@ class CentroidClassifier(_HDCClassifier):
             if self.classes_.size < 2:
                 raise ValueError("need at least 2 classes")
             self.raw_counters_ = np.zeros((len(self.classes_), self.dim_), np.int64)
+            self._set_counters(self.raw_counters_)
         X = self._check_X(X, fitting=False)
         y = np.asarray(y)
         idx = np.searchsorted(self.classes_, y)
