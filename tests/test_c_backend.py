@@ -258,3 +258,12 @@ def test_inplace_bind_and_permute(isa):
     R.permute(a, 17, 200, ref)
     C.permute(a, 17, 200, a, 1)
     np.testing.assert_array_equal(a, ref)
+
+
+def test_sanitizer_build_in_use_when_expected():
+    """csrc/run_sanitized_tests.sh sets HDC_EXPECT_SANITIZED=1: the ASan build must be the one loaded."""
+    import os
+
+    if os.environ.get("HDC_EXPECT_SANITIZED") != "1":
+        pytest.skip("not a sanitizer run (csrc/run_sanitized_tests.sh)")
+    assert C.sanitized()
