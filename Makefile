@@ -36,7 +36,7 @@ test-fast: install
 
 # The C kernels under AddressSanitizer + UBSan (a separate build in .asan/; see README).
 test-sanitize: install
-	$(BIN)/python csrc/sanitize.py
+	PYTHON=$(BIN)/python bash csrc/run_sanitized_tests.sh
 
 bench-quick: install data
 	for b in bench/[a-z]*.py; do $(BIN)/python $$b --quick --out bench/results/quick || exit 1; done
