@@ -175,26 +175,35 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    Ts_all = sorted({r["T"] for r in rows})
     for cb in sorted({r["code_bits"] for r in rows}):
         rs = [r for r in rows if r["code_bits"] == cb]
         Ts = [r["T"] for r in rs]
         axes[0].plot(Ts, [r["prefill_speedup"] for r in rs], "o-", label=f"prefill, {cb}-bit codes")
         axes[0].plot(Ts, [r["decode_speedup"] for r in rs], "s--", label=f"decode, {cb}-bit codes")
-        axes[1].plot(Ts, [r["prefill_dense_s"] * 1e3 for r in rs], "o-", label=f"dense prefill ({cb})")
-        axes[1].plot(Ts, [r["prefill_packed_s"] * 1e3 for r in rs], "o:", label=f"packed prefill ({cb})")
-        axes[1].plot(Ts, [r["decode_dense_s"] * 1e3 for r in rs], "s-", label=f"dense decode ({cb})")
-        axes[1].plot(Ts, [r["decode_packed_s"] * 1e3 for r in rs], "s:", label=f"packed decode ({cb})")
+        axes[1].plot(Ts, [r["prefill_packed_s"] * 1e3 for r in rs], "o:", label=f"packed prefill ({cb}-bit)")
+        axes[1].plot(Ts, [r["decode_packed_s"] * 1e3 for r in rs], "s:", label=f"packed decode ({cb}-bit)")
+    first = [r for r in rows if r["code_bits"] == rows[0]["code_bits"]]
+    axes[1].plot([r["T"] for r in first], [r["prefill_dense_s"] * 1e3 for r in first], "ko-", label="dense prefill")
+    axes[1].plot([r["T"] for r in first], [r["decode_dense_s"] * 1e3 for r in first], "ks-", label="dense decode")
     axes[0].axhline(1.0, color="k", lw=0.8)
     axes[0].set(xscale="log", yscale="log", xlabel="context T", ylabel="dense time / packed time",
                 title="packed k-WTA vs dense float attention (>1: packed faster)")
-    axes[1].set(xscale="log", yscale="log", xlabel="context T", ylabel="ms per call (one layer)",
+    axes[1].set(xscale="log", yscale="log", xlabel="context T", ylabel="ms per call (one layer, 1 thread)",
                 title="attention core time")
     for ax in axes:
         ax.legend(fontsize=7)
-        ax.set_xticks(rows[0:1] and sorted({r["T"] for r in rows}))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xticks(Ts_all, [str(t) for t in Ts_all])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].set_yticks([0.1, 0.2, 0.5, 1, 2, 5], ["0.1", "0.2", "0.5", "1", "2", "5"])
+    lo = min(min(r["prefill_speedup"], r["decode_speedup"]) for r in rows)
+    hi = max(max(r["prefill_speedup"], r["decode_speedup"]) for r in rows)
+    axes[0].set_ylim(lo / 1.3, hi * 1.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.tight_layout()
