@@ -18,17 +18,27 @@ Score identities (integers, exact):
 * ``"overlap"``: ``|q AND k| = (|q| + |k| - hamming(q, k)) / 2``, which lets the Hamming
   (XOR + popcount) kernels compute the AND count without a kernel of its own.
 
-Where the prior mask is off and the score is Hamming, winners come from the fused top-k kernel
-:func:`hdc.topk` (smallest distance = largest score) run on the keys in *reverse* order, so its
-"lower index wins" tie rule becomes "more recent key wins". Elsewhere a Hamming matrix is
-computed block by block and the winners selected in NumPy.
+Prefill methods (``method=``, all exact, all tested against the torch path):
+
+* ``"causal_kernel"`` (``"auto"`` for an int k): one compiled Numba pass per head: for each
+  query, a vectorised XOR-popcount over the keys it may see, then a running top-k scanned in
+  time order, so the recency tie rule is a ``>=``; the brain prior's window bounds the scan.
+* ``"fused_topk"``: the hdc kernels: :func:`hdc.topk` (C / Numba) on the past keys in
+  *reverse* order, so its "lower index wins" tie rule becomes "more recent key wins", plus a
+  Hamming matrix on the causal diagonal block, merged exactly (Hamming score, no prior).
+* ``"matrix"``: :func:`hdc.hamming_matrix` blocks and NumPy selection: the plain reference.
+
+Decoding (one new query against the cache) uses :func:`hdc.topk` on the newest-first keys
+where the score is Hamming and there is no prior, and the matrix path otherwise.
 
 Public API::
 
     pack_codes(bits) -> uint64 words                         # (..., code_bits) {0,1} -> (..., n_words)
     packed_scores(q_words, k_words, code_bits, score) -> (scores int64 (m, n), info)
     select_winners(scores, k, allowed) -> (idx int64 (m, kmax), valid bool (m, kmax))
-    PackedSpikingAttention(att)                               # wraps a trained module
+    causal_topk(q_words, k_words, code_bits, score, k, window=, random_frac=, seed=)
+        -> (scores, idx, valid, info)                         # one compiled causal pass (Numba)
+    PackedSpikingAttention(att, method="auto")                # wraps a trained module
         .forward(x (B, T, C) torch) -> y (B, T, C) torch      # == att(x) within float tolerance
         .winners(x) -> list over (b, h) of (idx, valid)       # the chosen keys
         .core_from_codes(qw, kw, v) -> (y (B, nh, T, hs), winners)  # the core alone, from packed codes
@@ -49,19 +59,159 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from numba import njit, types
+from numba.extending import intrinsic
 
 import hdc
 from hdc.packing import n_words_for
 
 from .attention import SpikingKWTAAttention, allowed_keys
 
-__all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "PackedSpikingAttention",
-           "DecodeCache", "packed_model", "PACKED_CALLS"]
+__all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "causal_topk",
+           "PackedSpikingAttention", "DecodeCache", "packed_model", "PACKED_CALLS", "METHODS"]
 
 #: Counts kernel calls of the packed path (proof that the packed kernels ran, for tests and benches).
-PACKED_CALLS = {"hamming_matrix": 0, "topk": 0, "popcount": 0}
+PACKED_CALLS = {"hamming_matrix": 0, "topk": 0, "popcount": 0, "causal_kernel": 0}
 
 _NEG = -(1 << 62)  # composite key of a disallowed entry: below every real one, safe to negate
+
+#: Prefill methods: "causal_kernel" (one compiled pass: causal scan, popcount, running top-k),
+#: "fused_topk" (hdc.topk on past keys + Hamming matrix on the diagonal block), "matrix"
+#: (hdc.hamming_matrix blocks + NumPy selection: the plain reference of the three).
+METHODS = ("auto", "causal_kernel", "fused_topk", "matrix")
+
+
+@intrinsic
+def _popc(typingctx, x):
+    """Population count of one uint64 through LLVM's ctpop (POPCNT)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.int64(types.uint64), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix32(x):
+    # the same integer mix as spiking_attention.attention._hash_u32 (values stay < 2^32)
+    m = 0xFFFFFFFF
+    x = x & m
+    x = (((x >> 16) ^ x) * 0x045D9F3B) & m
+    x = (((x >> 16) ^ x) * 0x045D9F3B) & m
+    return (x >> 16) ^ x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_hamming(qw, kw, i, j0, n, buf):
+    """buf[j] = hamming(q_i, k_j) for j in [j0, n): a branch-free loop the compiler vectorises."""
+    W = qw.shape[1]
+    if W == 1:
+        q0 = qw[i, 0]
+        for j in range(j0, n):
+            buf[j] = _popc(q0 ^ kw[j, 0])
+    else:
+        for j in range(j0, n):
+            h = 0
+            for w in range(W):
+                h += _popc(qw[i, w] ^ kw[j, w])
+            buf[j] = h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, j0, n, buf):
+    """buf[j] = integer score of (q_i, k_j); returns 1 if the XOR-popcount ran, 0 for a silent query."""
+    qp = q_pop[i]
+    ran = 0
+    if qp == 0:
+        for j in range(j0, n):  # hamming(0, y) = |y|: no pairwise work for a silent query
+            buf[j] = k_pop[j]
+    else:
+        _row_hamming(qw, kw, i, j0, n, buf)
+        ran = 1
+    if overlap:
+        for j in range(j0, n):
+            buf[j] = (qp + k_pop[j] - buf[j]) // 2  # |q AND k| = (|q| + |k| - hamming) / 2
+    else:
+        for j in range(j0, n):
+            buf[j] = code_bits - 2 * buf[j]
+    return ran
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _insert(out_s, out_i, i, cnt, k, sc, j):
+    """Insert (sc, j) into row i's kept list (sorted by score desc, newest first on ties)."""
+    p = cnt if cnt < k else k - 1
+    while p > 0 and out_s[i, p - 1] <= sc:
+        out_s[i, p] = out_s[i, p - 1]
+        out_i[i, p] = out_i[i, p - 1]
+        p -= 1
+    out_s[i, p] = sc
+    out_i[i, p] = j
+    return cnt + 1 if cnt < k else cnt
+
+
+@njit(cache=True, nogil=True)
+def _causal_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, out_s, out_i, out_n):
+    """For each query i: the k best keys j <= i by (score desc, j desc). Plain causal mask.
+
+    Two passes per row: (1) the scores of keys 0..i into a buffer; (2) a running top-k in
+    increasing j. Because j only grows, a new key beats every kept key with the same score, so
+    the recency tie rule is the insertion test ``s >= kept``. Returns (XOR-popcount pairs, pairs).
+    """
+    T = qw.shape[0]
+    buf = np.empty(T, np.int64)
+    n_xor = 0
+    n_seen = 0
+    for i in range(T):
+        n = i + 1
+        n_seen += n
+        n_xor += n * _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, 0, n, buf)
+        cnt = 0
+        thr = -(1 << 62)
+        for j in range(n):
+            sc = buf[j]
+            if sc >= thr:
+                cnt = _insert(out_s, out_i, i, cnt, k, sc, j)
+                if cnt == k:
+                    thr = out_s[i, k - 1]
+        out_n[i] = cnt
+    return n_xor, n_seen
+
+
+@njit(cache=True, nogil=True)
+def _prior_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, window, frac_cut, seed,
+                       out_s, out_i, out_n):
+    """As :func:`_causal_topk_kernel` under the brain prior: key j is allowed for query i when
+    ``i - j < window`` or the seeded coin (the integer hash of attention._hash_u32) says so.
+    A pure window bounds the scan; the coin is hashed only for keys that would enter the top-k.
+    """
+    T = qw.shape[0]
+    seed_mix = seed * 0x85EBCA77
+    buf = np.empty(T, np.int64)
+    n_xor = 0
+    n_seen = 0
+    for i in range(T):
+        n = i + 1
+        j0 = max(0, i - window + 1) if frac_cut <= 0.0 else 0
+        n_seen += n - j0
+        n_xor += (n - j0) * _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, j0, n, buf)
+        cnt = 0
+        thr = -(1 << 62)
+        for j in range(j0, n):
+            sc = buf[j]
+            if sc < thr:
+                continue
+            if i - j >= window:
+                hsh = _mix32(_mix32(i * 0x9E3779B1 + j) ^ seed_mix)
+                if not (np.float64(hsh) < frac_cut):
+                    continue
+            cnt = _insert(out_s, out_i, i, cnt, k, sc, j)
+            if cnt == k:
+                thr = out_s[i, k - 1]
+        out_n[i] = cnt
+    return n_xor, n_seen
 
 
 def pack_codes(bits) -> np.ndarray:
@@ -150,6 +300,49 @@ def select_winners(scores: np.ndarray, k, allowed: np.ndarray | None = None) -> 
     return idx, valid
 
 
+def causal_topk(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score: str, k: int, *,
+                window: int | None = None, random_frac: float = 0.0, seed: int = 0):
+    """Causal k-WTA on packed codes in one compiled pass (queries = keys = positions 0..T-1).
+
+    Same winners as :func:`select_winners` on :func:`packed_scores` under the causal (and
+    brain-prior) mask, best first, ties to the more recent key.
+
+    Shapes: q_words, k_words (T, W) uint64 -> scores (T, kk) int64, idx (T, kk) int64,
+    valid (T, kk) bool, info, where kk = min(k, T) and info counts the pairs scanned
+    (``pairs_total``) and those that needed the XOR-popcount (``pairs_computed``; the others
+    had a silent query).
+    """
+    if score not in ("hamming", "overlap"):
+        raise ValueError(f"score must be 'hamming' or 'overlap', got {score!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"causal_topk needs an int k >= 1, got {k!r}")
+    qw = hdc.check_words(q_words, "q_words", dim=code_bits)
+    kw = hdc.check_words(k_words, "k_words", dim=code_bits)
+    if qw.ndim != 2 or qw.shape != kw.shape:
+        raise ValueError(f"q_words and k_words must both be (T, W), got {qw.shape} and {kw.shape}")
+    T = qw.shape[0]
+    kk = min(int(k), T)
+    q_pop = np.bitwise_count(qw).sum(1, dtype=np.int64)
+    k_pop = np.bitwise_count(kw).sum(1, dtype=np.int64)
+    out_s = np.zeros((T, kk), np.int64)
+    out_i = np.zeros((T, kk), np.int64)
+    out_n = np.zeros(T, np.int64)
+    n_xor = n_seen = 0
+    if T:
+        if window is None:
+            n_xor, n_seen = _causal_topk_kernel(qw, kw, q_pop, k_pop, int(code_bits), score == "overlap", kk,
+                                                out_s, out_i, out_n)
+        else:
+            n_xor, n_seen = _prior_topk_kernel(qw, kw, q_pop, k_pop, int(code_bits), score == "overlap", kk,
+                                               int(window), float(random_frac) * 4294967296.0, int(seed),
+                                               out_s, out_i, out_n)
+    PACKED_CALLS["causal_kernel"] += 1
+    valid = np.arange(kk)[None, :] < out_n[:, None]
+    info = {"active_queries": int((q_pop > 0).sum()), "active_keys": int((k_pop > 0).sum()),
+            "pairs_computed": int(n_xor), "pairs_total": int(n_seen)}
+    return out_s, out_i, valid, info
+
+
 def aggregate_winners(scores: np.ndarray, idx: np.ndarray, valid: np.ndarray, v: np.ndarray,
                       scale: float) -> np.ndarray:
     """Softmax over the winners' scaled scores, times their values.
@@ -189,14 +382,16 @@ class PackedSpikingAttention:
     """
 
     def __init__(self, att: SpikingKWTAAttention, *, block_rows: int = 128, threads: int | None = None,
-                 fused: bool = True):
+                 method: str = "auto"):
         if not isinstance(att, SpikingKWTAAttention):
             raise TypeError(f"PackedSpikingAttention wraps a SpikingKWTAAttention, got {type(att).__name__}")
         if att.output != "softmax":
             raise ValueError(f"the packed path implements output='softmax' only, got {att.output!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not (isinstance(block_rows, int) and block_rows >= 1):
             raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
-        self.att, self.block_rows, self.threads, self.fused = att, block_rows, threads, fused
+        self.att, self.block_rows, self.threads, self.method = att, block_rows, threads, method
         self.n_words = n_words_for(att.code_bits)
         self.last_info: dict = {}
 
@@ -207,6 +402,22 @@ class PackedSpikingAttention:
     @property
     def _fused_ok(self) -> bool:
         return self.att.score == "hamming" and self.att.prior_window is None
+
+    def prefill_method(self) -> str:
+        """The prefill method that runs: ``auto`` picks the causal kernel for an int k, else matrix."""
+        int_k = isinstance(self.att.k, int)
+        if self.method == "auto":
+            return "causal_kernel" if int_k else "matrix"
+        if self.method == "causal_kernel" and not int_k:
+            return "matrix"
+        if self.method == "fused_topk" and not (self._fused_ok and int_k):
+            return "matrix"
+        return self.method
+
+    @property
+    def fused(self) -> bool:
+        """Whether decoding may use the fused hdc.topk kernel (every method but "matrix")."""
+        return self.method != "matrix"
 
     def _head_winners(self, qw, kw, T0: int, allowed_fn):
         """Scores and winners of queries at absolute positions T0..T0+m-1 against keys 0..n-1.
@@ -321,9 +532,14 @@ class PackedSpikingAttention:
         winners = []
         totals = {"active_queries": 0, "active_keys": 0, "pairs_computed": 0, "pairs_total": 0}
         allowed_fn = self._allowed_fn()
+        method = self.prefill_method()
         for b in range(B):
             for h in range(nh):
-                if self.fused and self._fused_ok and isinstance(att.k, int):
+                if method == "causal_kernel":
+                    s, idx, valid, info = causal_topk(qw[b, h], kw[b, h], att.code_bits, att.score, att.k,
+                                                      window=att.prior_window,
+                                                      random_frac=att.prior_random_frac, seed=att.prior_seed)
+                elif method == "fused_topk":
                     s, idx, valid, info = self._head_winners_fused(qw[b, h], kw[b, h])
                 else:
                     s, idx, valid, info = self._head_winners(qw[b, h], kw[b, h], 0, allowed_fn)
@@ -334,6 +550,7 @@ class PackedSpikingAttention:
         # pairs_total: pairs the blocks considered; pairs_computed: those a pairwise kernel evaluated
         # (the rest involved a silent code); causal_pairs: what a causal dense attention evaluates
         totals["causal_pairs"] = B * nh * T * (T + 1) // 2
+        totals["method"] = method
         self.last_info = totals
         return y, winners
 

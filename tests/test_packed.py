@@ -29,8 +29,8 @@ def _torch_winners(att, x):
         return kwta_mask(s, att.k, allowed_keys(att, T, T))  # (B, nh, T, T)
 
 
-def _assert_same(att, x, patt=None, block_rows=7, fused=True):
-    patt = patt or PackedSpikingAttention(att, block_rows=block_rows, fused=fused)
+def _assert_same(att, x, patt=None, block_rows=7, method="auto"):
+    patt = patt or PackedSpikingAttention(att, block_rows=block_rows, method=method)
     with torch.no_grad():
         y_ref = att(x)
     y = patt.forward(x)
@@ -51,16 +51,25 @@ CONFIGS = [dict(), dict(score="overlap"), dict(code_bits=70), dict(code_bits=130
            dict(code_bits=3, k=5)]
 
 
-@pytest.mark.parametrize("fused", [True, False])
+METHODS = ["causal_kernel", "fused_topk", "matrix"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_packed_equals_torch_on_random_weights(cfg, fused):
+def test_packed_equals_torch_on_random_weights(cfg, method):
     att = _make(**cfg)
     x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(3))
     before = dict(PACKED_CALLS)
-    patt = _assert_same(att, x, fused=fused)
-    assert PACKED_CALLS["hamming_matrix"] > before["hamming_matrix"]  # the packed kernels really ran
-    uses_topk = fused and patt._fused_ok and isinstance(att.k, int)
-    assert (PACKED_CALLS["topk"] > before["topk"]) == uses_topk
+    patt = _assert_same(att, x, method=method)
+    ran = patt.last_info["method"]
+    assert ran == patt.prefill_method()
+    if method == "causal_kernel" and isinstance(att.k, int):
+        assert ran == "causal_kernel"
+    if method == "fused_topk" and isinstance(att.k, int) and patt._fused_ok:
+        assert ran == "fused_topk"
+    # the packed kernels really ran
+    counter = {"causal_kernel": "causal_kernel", "fused_topk": "topk", "matrix": "hamming_matrix"}[ran]
+    assert PACKED_CALLS[counter] > before[counter]
 
 
 @pytest.mark.parametrize("backend", hdc.available_backends())
@@ -68,23 +77,23 @@ def test_packed_equals_torch_on_every_backend(backend):
     att = _make(code_bits=16)
     x = torch.randn(1, 30, 32, generator=torch.Generator().manual_seed(4))
     with hdc.use_backend(backend):
-        for fused in (True, False):
-            _assert_same(att, x, fused=fused)
+        for method in METHODS:
+            _assert_same(att, x, method=method)
         # silent queries inside the fused path, on this backend
         with torch.no_grad():
             att.q_threshold.fill_(0.9)
         _assert_same(att, x)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_silent_codes_are_skipped_and_still_exact(fused):
+@pytest.mark.parametrize("method", METHODS)
+def test_silent_codes_are_skipped_and_still_exact(method):
     for score in ("hamming", "overlap"):
         att = _make(code_bits=6, score=score)
         with torch.no_grad():  # high thresholds: most codes fire nothing
             att.q_threshold.fill_(1.2)
             att.k_threshold.fill_(1.0)
         x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(5))
-        patt = _assert_same(att, x, fused=fused)
+        patt = _assert_same(att, x, method=method)
         info = patt.last_info
         assert info["active_queries"] < 2 * 4 * 33 and info["active_keys"] < 2 * 4 * 33
         assert info["pairs_computed"] < info["pairs_total"]
@@ -119,11 +128,11 @@ def test_select_winners_matches_kwta_mask_with_ties():
 
 @pytest.mark.parametrize("cfg", [dict(), dict(score="overlap"), dict(neuron="lif"),
                                  dict(prior_window=4, prior_random_frac=0.3)])
-@pytest.mark.parametrize("fused", [True, False])
-def test_decode_steps_equal_full_forward(cfg, fused):
+@pytest.mark.parametrize("method", METHODS)
+def test_decode_steps_equal_full_forward(cfg, method):
     att = _make(**cfg)
     x = torch.randn(1, 25, 32, generator=torch.Generator().manual_seed(6))
-    patt = PackedSpikingAttention(att, fused=fused)
+    patt = PackedSpikingAttention(att, method=method)
     with torch.no_grad():
         y_ref = att(x)
     y_pre, cache = patt.prefill(x[:, :10], capacity=25)
@@ -184,10 +193,10 @@ def test_packed_model_context_on_the_language_model():
     idx = torch.randint(0, 20, (2, 24))
     with torch.no_grad():
         ref, _ = lm(idx)
-        calls = PACKED_CALLS["hamming_matrix"]
+        calls = PACKED_CALLS["causal_kernel"]
         with packed_model(lm):
             out, _ = lm(idx)
-        assert PACKED_CALLS["hamming_matrix"] > calls
+        assert PACKED_CALLS["causal_kernel"] > calls
         again, _ = lm(idx)  # restored to the torch path afterwards
     assert torch.allclose(out, ref, atol=1e-5)
     assert torch.equal(again, ref)
@@ -199,6 +208,8 @@ def test_packed_errors():
         PackedSpikingAttention(att)
     with pytest.raises(TypeError):
         PackedSpikingAttention(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="method"):
+        PackedSpikingAttention(_make(), method="magic")
     patt = PackedSpikingAttention(_make())
     with pytest.raises(ValueError, match="max_seq_len"):
         patt.forward(torch.randn(1, 41, 32))
