@@ -8,9 +8,13 @@ NumPy. The dense parts (the Q/K/V/output projections and the neuron) run through
 own torch code, so both paths see bit-identical codes; what this module replaces is the
 attention core, the only part that changes with the context length.
 
-Event-driven: a query or key with no spike (an all-zero code) never enters a pairwise kernel.
-Its scores follow from the popcounts alone (``hamming(0, k) = |k|``, ``|0 AND k| = 0``), so only
-active x active pairs are computed.
+Event-driven: a query with no spike (an all-zero code) never enters a pairwise kernel in any
+method: its scores follow from the key popcounts alone (``hamming(0, k) = |k|``,
+``|0 AND k| = 0``). The matrix method also drops silent keys from the pairwise kernel; the
+compiled kernels keep them, because XOR with an all-zero word already yields ``|q|`` and a
+branch per key would cost more than it saves. ``last_info`` reports how many pairs needed
+the XOR-popcount. (With the default init and training, codes fire ~50% of bits, so silent
+codes are rare: the saving is in the k-sparse reading of values, not here.)
 
 Score identities (integers, exact):
 
@@ -104,23 +108,21 @@ def _mix32(x):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _row_hamming(qw, kw, i, j0, n, buf):
-    """buf[j] = hamming(q_i, k_j) for j in [j0, n): a branch-free loop the compiler vectorises."""
+def _row_hamming(qw, kwT, i, j0, n, buf):
+    """buf[j] = hamming(q_i, k_j) for j in [j0, n), keys word-major (kwT[w, j]): every inner loop
+    runs over contiguous words of many keys, which the compiler vectorises (VPOPCNTQ)."""
     W = qw.shape[1]
-    if W == 1:
-        q0 = qw[i, 0]
+    q0 = qw[i, 0]
+    for j in range(j0, n):
+        buf[j] = _popc(q0 ^ kwT[0, j])
+    for w in range(1, W):
+        qv = qw[i, w]
         for j in range(j0, n):
-            buf[j] = _popc(q0 ^ kw[j, 0])
-    else:
-        for j in range(j0, n):
-            h = 0
-            for w in range(W):
-                h += _popc(qw[i, w] ^ kw[j, w])
-            buf[j] = h
+            buf[j] += _popc(qv ^ kwT[w, j])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, j0, n, buf):
+def _row_scores(qw, kwT, q_pop, k_pop, code_bits, overlap, i, j0, n, buf):
     """buf[j] = integer score of (q_i, k_j); returns 1 if the XOR-popcount ran, 0 for a silent query."""
     qp = q_pop[i]
     ran = 0
@@ -128,7 +130,7 @@ def _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, j0, n, buf):
         for j in range(j0, n):  # hamming(0, y) = |y|: no pairwise work for a silent query
             buf[j] = k_pop[j]
     else:
-        _row_hamming(qw, kw, i, j0, n, buf)
+        _row_hamming(qw, kwT, i, j0, n, buf)
         ran = 1
     if overlap:
         for j in range(j0, n):
@@ -153,7 +155,7 @@ def _insert(out_s, out_i, i, cnt, k, sc, j):
 
 
 @njit(cache=True, nogil=True)
-def _causal_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, out_s, out_i, out_n):
+def _causal_topk_kernel(qw, kwT, q_pop, k_pop, code_bits, overlap, k, out_s, out_i, out_n):
     """For each query i: the k best keys j <= i by (score desc, j desc). Plain causal mask.
 
     Two passes per row: (1) the scores of keys 0..i into a buffer; (2) a running top-k in
@@ -167,7 +169,7 @@ def _causal_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, out_s, out_
     for i in range(T):
         n = i + 1
         n_seen += n
-        n_xor += n * _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, 0, n, buf)
+        n_xor += n * _row_scores(qw, kwT, q_pop, k_pop, code_bits, overlap, i, 0, n, buf)
         cnt = 0
         thr = -(1 << 62)
         for j in range(n):
@@ -181,7 +183,7 @@ def _causal_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, out_s, out_
 
 
 @njit(cache=True, nogil=True)
-def _prior_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, window, frac_cut, seed,
+def _prior_topk_kernel(qw, kwT, q_pop, k_pop, code_bits, overlap, k, window, frac_cut, seed,
                        out_s, out_i, out_n):
     """As :func:`_causal_topk_kernel` under the brain prior: key j is allowed for query i when
     ``i - j < window`` or the seeded coin (the integer hash of attention._hash_u32) says so.
@@ -196,7 +198,7 @@ def _prior_topk_kernel(qw, kw, q_pop, k_pop, code_bits, overlap, k, window, frac
         n = i + 1
         j0 = max(0, i - window + 1) if frac_cut <= 0.0 else 0
         n_seen += n - j0
-        n_xor += (n - j0) * _row_scores(qw, kw, q_pop, k_pop, code_bits, overlap, i, j0, n, buf)
+        n_xor += (n - j0) * _row_scores(qw, kwT, q_pop, k_pop, code_bits, overlap, i, j0, n, buf)
         cnt = 0
         thr = -(1 << 62)
         for j in range(j0, n):
@@ -328,12 +330,13 @@ def causal_topk(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score:
     out_i = np.zeros((T, kk), np.int64)
     out_n = np.zeros(T, np.int64)
     n_xor = n_seen = 0
+    kwT = np.ascontiguousarray(kw.T)  # (W, T): word-major, so the score loop runs over contiguous keys
     if T:
         if window is None:
-            n_xor, n_seen = _causal_topk_kernel(qw, kw, q_pop, k_pop, int(code_bits), score == "overlap", kk,
+            n_xor, n_seen = _causal_topk_kernel(qw, kwT, q_pop, k_pop, int(code_bits), score == "overlap", kk,
                                                 out_s, out_i, out_n)
         else:
-            n_xor, n_seen = _prior_topk_kernel(qw, kw, q_pop, k_pop, int(code_bits), score == "overlap", kk,
+            n_xor, n_seen = _prior_topk_kernel(qw, kwT, q_pop, k_pop, int(code_bits), score == "overlap", kk,
                                                int(window), float(random_frac) * 4294967296.0, int(seed),
                                                out_s, out_i, out_n)
     PACKED_CALLS["causal_kernel"] += 1
