@@ -104,7 +104,7 @@ def fashion(Xtr, ytr, Xte, yte, *, dim, vsa, n_levels=100, seed=0, batch=256):
         if vsa == "MAP":
             model = Centroid(dim, 10)
             for s in range(0, len(Xtr), batch):
-                model.add(encode(Xtr[s:s + batch]), torch.as_tensor(ytr[s:s + batch], dtype=torch.long))
+                model.add(encode(Xtr[s:s + batch]), torch.tensor(np.array(ytr[s:s + batch], np.int64)))
             model.normalize()
             t_train = time.perf_counter() - t0
             pred = torch.cat([model(encode(Xte[s:s + batch]), dot=True).argmax(1)
@@ -114,7 +114,7 @@ def fashion(Xtr, ytr, Xte, yte, *, dim, vsa, n_levels=100, seed=0, batch=256):
             totals = torch.zeros(10)
             for s in range(0, len(Xtr), batch):
                 h = encode(Xtr[s:s + batch]).float()
-                yb = torch.as_tensor(ytr[s:s + batch], dtype=torch.long)
+                yb = torch.tensor(np.array(ytr[s:s + batch], np.int64))
                 counts.index_add_(0, yb, h)
                 totals += torch.bincount(yb, minlength=10)
             proto = torchhd.BSCTensor(counts > totals[:, None] / 2)

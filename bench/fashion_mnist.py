@@ -40,7 +40,7 @@ def plot(rows, history, path: Path, dim: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.3, 1]})
     names = [r["model"] for r in rows]
     accs = [100 * r["accuracy"] for r in rows]
     colors = ["tab:blue" if r["model"].startswith("hdc") else "tab:orange" for r in rows]
@@ -54,8 +54,9 @@ def plot(rows, history, path: Path, dim: int):
     a1.set_xlabel("test accuracy (%)")
     a1.legend(fontsize=7, loc="lower right")
     a1.set_title(f"Fashion-MNIST, D={dim}")
-    ep = [h["epoch"] for h in history if h.get("val_accuracy") is not None]
-    va = [100 * h["val_accuracy"] for h in history if h.get("val_accuracy") is not None]
+    # epoch 0 is the all-zero starting model (chance); leave it out so the curve is readable
+    ep = [h["epoch"] for h in history if h.get("val_accuracy") is not None and h["epoch"] > 0]
+    va = [100 * h["val_accuracy"] for h in history if h.get("val_accuracy") is not None and h["epoch"] > 0]
     a2.plot(ep, va, "o-")
     a2.set_xlabel("epoch")
     a2.set_ylabel("held-out TRAIN accuracy (%)")
@@ -78,6 +79,7 @@ def main(argv=None):
     p.add_argument("--torchhd-test", type=int, default=1000, help="torchhd subset: test images")
     args = p.parse_args(argv)
 
+    t_start = time.perf_counter()
     (Xtr, ytr), (Xte, yte) = datasets.load_fashion_mnist()
     if args.quick:
         Xtr, ytr, Xte, yte = Xtr[:6000], ytr[:6000], Xte[:2000], yte[:2000]
@@ -173,6 +175,7 @@ def main(argv=None):
     png = Path(args.out) / f"{name}.png"
     plot(rows, ret.history_, png, D)
     res["plot"] = png.name
+    res["seconds"] = time.perf_counter() - t_start
     print(f"-> {_common.write_json(args.out, name, res)}")
 
 
