@@ -135,11 +135,13 @@ def bench_context(T: int, *, C: int, nh: int, cb: int, k: int, quick: bool, torc
 
 
 @torch.no_grad()
-def trained_check(ckpt: Path, *, n_seqs: int = 4) -> dict:
+def trained_check(ckpt: Path, *, n_seqs: int = 16, n_tie_seqs: int = 256) -> dict:
     """A trained SpikingTransformerLM on validation text: packed path vs torch path.
 
     Reports the largest logit difference, and per layer how many (query, head) rows chose a
-    different set of winners (the claim is: none), plus firing rates and silent codes.
+    different set of winners (the claim is: none), plus firing rates and silent codes. Also the
+    tie rule's weight: validation nats/char of the first ``n_tie_seqs`` non-overlapping chunks
+    under the trained rule (recent key wins) and with ties flipped to the older key (no retraining).
     """
     from spiking_attention.packed import packed_model
     from spiking_attention.train import load_model, prepare_data
@@ -179,9 +181,23 @@ def trained_check(ckpt: Path, *, n_seqs: int = 4) -> dict:
                        "q_silent_token_frac": st["q_silent_token_frac"],
                        "k_silent_token_frac": st["k_silent_token_frac"], "tie_at_cut_frac": st["tie_at_cut_frac"],
                        "kernel_pair_frac": patt.last_info["pairs_computed"] / max(1, patt.last_info["pairs_total"])})
-    return {"checkpoint": str(ckpt), "tokens": int(idx.numel()),
+    # tie-rule sensitivity on more text (torch path; the packed path implements "recent" only)
+    n_tie = min(n_tie_seqs, (len(val) - 1) // T)
+    xs = torch.stack([val[i * T:(i + 1) * T] for i in range(n_tie)])
+    ys = torch.stack([val[i * T + 1:(i + 1) * T + 1] for i in range(n_tie)])
+    tie = {}
+    for rule in ("recent", "older"):
+        for m in mods:
+            m.tie_rule = rule
+        losses = [model(xs[i:i + 32], ys[i:i + 32])[1].item() * len(xs[i:i + 32]) for i in range(0, n_tie, 32)]
+        tie[rule] = sum(losses) / n_tie
+    for m in mods:
+        m.tie_rule = "recent"
+    return {"checkpoint": str(ckpt), "checkpoint_arm": meta.get("arm"), "tokens": int(idx.numel()),
             "max_abs_logit_diff": float((out - ref).abs().max()),
-            "argmax_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()), "layers": layers}
+            "argmax_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()), "layers": layers,
+            "tie_rule_val_nats_per_char": {**tie, "chars": n_tie * T,
+                                           "note": "first chunks of the validation split; trained with 'recent'"}}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -265,7 +281,9 @@ def main(argv=None) -> dict:
         trained = trained_check(args.checkpoint)
         print(f"trained checkpoint {args.checkpoint}: max |logit diff| {trained['max_abs_logit_diff']:.2e}, "
               f"rows with different winners per layer "
-              f"{[x['rows_with_different_winners'] for x in trained['layers']]}")
+              f"{[x['rows_with_different_winners'] for x in trained['layers']]}; val nats/char with ties to the "
+              f"recent key {trained['tie_rule_val_nats_per_char']['recent']:.4f}, to the older key "
+              f"{trained['tie_rule_val_nats_per_char']['older']:.4f}")
     out = Path(args.out)
     png = out / f"{NAME}.png"
     plot(rows, png)

@@ -216,6 +216,9 @@ class SpikingKWTAAttention(nn.Module):
         self.k_threshold = nn.Parameter(torch.zeros(n_code))
         self.log_temp = nn.Parameter(torch.zeros(n_head))
         self.record = False
+        #: "recent" (the rule of kwta_mask and the packed path) or "older" (ablation only: ties
+        #: at the k-th score go to the older key; the packed path refuses it)
+        self.tie_rule = "recent"
         self.last_stats: dict = {}
         self._init_weights(n_layer)
 
@@ -291,7 +294,12 @@ class SpikingKWTAAttention(nn.Module):
         q, k, v, _ = self.codes(x)                                   # (B, nh, T, cb) x2, (B, nh, T, hs)
         s_int = self.integer_scores(q, k)                            # (B, nh, T, T)
         allowed = allowed_keys(self, T, T, device=x.device)          # (T, T)
-        win = kwta_mask(s_int, self.k, allowed)                      # (B, nh, T, T), exact integer ties
+        if self.tie_rule == "recent":
+            win = kwta_mask(s_int, self.k, allowed)                  # (B, nh, T, T), exact integer ties
+        elif self.tie_rule == "older":  # mirror the key axis: "higher index wins" becomes "lower wins"
+            win = kwta_mask(s_int.flip(-1), self.k, allowed.flip(-1)).flip(-1)
+        else:
+            raise ValueError(f"tie_rule must be 'recent' or 'older', got {self.tie_rule!r}")
         y = self.aggregate(s_int, win, v)                            # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)             # (B, T, C)
         self._record(q, k, win, allowed, s_int)

@@ -390,6 +390,8 @@ class PackedSpikingAttention:
             raise TypeError(f"PackedSpikingAttention wraps a SpikingKWTAAttention, got {type(att).__name__}")
         if att.output != "softmax":
             raise ValueError(f"the packed path implements output='softmax' only, got {att.output!r}")
+        if getattr(att, "tie_rule", "recent") != "recent":
+            raise ValueError("the packed path implements tie_rule='recent' only (ties to the more recent key)")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not (isinstance(block_rows, int) and block_rows >= 1):

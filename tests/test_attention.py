@@ -140,3 +140,24 @@ def test_bad_configs_raise_value_error_naming_the_problem():
         att(torch.randn(1, 5, 31))
     with pytest.raises(ValueError, match="k"):
         TopKSoftmaxAttention(32, 4, 0, max_seq_len=8)
+
+
+def test_older_tie_rule_ablation_differs_only_in_ties():
+    att = _make(code_bits=4, k=2)  # 4-bit codes: many ties at the cut
+    att.record = True
+    x = torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(2))
+    att(x)
+    recent = att.last_attn > 0
+    att.tie_rule = "older"
+    att(x)
+    older = att.last_attn > 0
+    assert torch.equal(recent.sum(-1), older.sum(-1))  # still exactly k per row
+    assert not torch.equal(recent, older)
+    # where they differ, the recent rule picked the later key
+    d = recent != older
+    j = torch.arange(16)
+    assert (j[None, None, None, :].expand_as(d)[d & recent].float().mean()
+            > j[None, None, None, :].expand_as(d)[d & older].float().mean())
+    att.tie_rule = "newest"
+    with pytest.raises(ValueError, match="tie_rule"):
+        att(x)
