@@ -42,48 +42,40 @@ static void hmat_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int
     for (int64_t r = r0; r < r1; r += R256) {
         int64_t nr = r1 - r < R256 ? r1 - r : R256;
         hdc_transpose_block(x, r, nr, R256, W, T);
-        for (int64_t qi = 0; qi < m; qi += 4) {
-            int64_t nq = m - qi < 4 ? m - qi : 4;
-            const uint64_t *qp[4];
-            for (int i = 0; i < 4; i++) qp[i] = q + (qi + (i < nq ? i : 0)) * W;
-            __m256i s[4][2];
-            for (int i = 0; i < 4; i++) s[i][0] = s[i][1] = zero;
+        /* 2 queries x 8 rows per step: 4 byte accumulators + LUT, mask, 2 row vectors and
+         * temporaries fit the 16 ymm registers (4 queries spilled accumulators to the stack) */
+        for (int64_t qi = 0; qi < m; qi += 2) {
+            int64_t nq = m - qi < 2 ? m - qi : 2;
+            const uint64_t *q0 = q + qi * W;
+            const uint64_t *q1 = nq > 1 ? q0 + W : q0;
+            __m256i s00 = zero, s01 = zero, s10 = zero, s11 = zero;
             for (int64_t w0 = 0; w0 < W; w0 += 31) {
                 int64_t w1 = W - w0 < 31 ? W : w0 + 31;
                 __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero;
-                __m256i c20 = zero, c21 = zero, c30 = zero, c31 = zero;
                 for (int64_t w = w0; w < w1; w++) {
                     const uint64_t *t = T + w * R256;
                     __m256i t0 = _mm256_load_si256((const __m256i *)t);
                     __m256i t1 = _mm256_load_si256((const __m256i *)(t + 4));
-                    __m256i b = _mm256_set1_epi64x((long long)qp[0][w]);
+                    __m256i b = _mm256_set1_epi64x((long long)q0[w]);
                     c00 = _mm256_add_epi8(c00, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
                     c01 = _mm256_add_epi8(c01, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
-                    b = _mm256_set1_epi64x((long long)qp[1][w]);
+                    b = _mm256_set1_epi64x((long long)q1[w]);
                     c10 = _mm256_add_epi8(c10, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
                     c11 = _mm256_add_epi8(c11, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
-                    b = _mm256_set1_epi64x((long long)qp[2][w]);
-                    c20 = _mm256_add_epi8(c20, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
-                    c21 = _mm256_add_epi8(c21, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
-                    b = _mm256_set1_epi64x((long long)qp[3][w]);
-                    c30 = _mm256_add_epi8(c30, popcnt_bytes(_mm256_xor_si256(t0, b), lut, low4));
-                    c31 = _mm256_add_epi8(c31, popcnt_bytes(_mm256_xor_si256(t1, b), lut, low4));
                 }
-                s[0][0] = _mm256_add_epi64(s[0][0], _mm256_sad_epu8(c00, zero));
-                s[0][1] = _mm256_add_epi64(s[0][1], _mm256_sad_epu8(c01, zero));
-                s[1][0] = _mm256_add_epi64(s[1][0], _mm256_sad_epu8(c10, zero));
-                s[1][1] = _mm256_add_epi64(s[1][1], _mm256_sad_epu8(c11, zero));
-                s[2][0] = _mm256_add_epi64(s[2][0], _mm256_sad_epu8(c20, zero));
-                s[2][1] = _mm256_add_epi64(s[2][1], _mm256_sad_epu8(c21, zero));
-                s[3][0] = _mm256_add_epi64(s[3][0], _mm256_sad_epu8(c30, zero));
-                s[3][1] = _mm256_add_epi64(s[3][1], _mm256_sad_epu8(c31, zero));
+                s00 = _mm256_add_epi64(s00, _mm256_sad_epu8(c00, zero));
+                s01 = _mm256_add_epi64(s01, _mm256_sad_epu8(c01, zero));
+                s10 = _mm256_add_epi64(s10, _mm256_sad_epu8(c10, zero));
+                s11 = _mm256_add_epi64(s11, _mm256_sad_epu8(c11, zero));
             }
+            int64_t d[2][8] __attribute__((aligned(32)));
+            _mm256_store_si256((__m256i *)d[0], s00);
+            _mm256_store_si256((__m256i *)(d[0] + 4), s01);
+            _mm256_store_si256((__m256i *)d[1], s10);
+            _mm256_store_si256((__m256i *)(d[1] + 4), s11);
             for (int i = 0; i < nq; i++) {
-                int64_t d[8] __attribute__((aligned(32)));
-                _mm256_store_si256((__m256i *)d, s[i][0]);
-                _mm256_store_si256((__m256i *)(d + 4), s[i][1]);
                 int32_t *dst = out + (qi + i) * stride + r;
-                for (int64_t j = 0; j < nr; j++) dst[j] = (int32_t)d[j];
+                for (int64_t j = 0; j < nr; j++) dst[j] = (int32_t)d[i][j];
             }
         }
     }
