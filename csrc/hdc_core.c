@@ -443,8 +443,17 @@ int hdc_topk(const uint64_t *q, int64_t m, const uint64_t *x, int64_t n, int64_t
     const hdc_kernels *kern = kernels_for(K_TOPK);
     if (m == 0) return HDC_OK;
     if (!q || !x || !out_dist || !out_idx) return HDC_EINVAL;
-    if (kern->topk_range && k <= HDC_TOPK_FUSED_MAX && m >= 4)
-        return topk_fused(kern, q, m, x, n, n_words, k, out_dist, out_idx, threads);
+    if (kern->topk_range && k <= HDC_TOPK_FUSED_MAX && m >= 4) {
+        /* queries in chunks bound the per-thread lists (threads x chunk x k entries) */
+        const int64_t qch = 4096;
+        for (int64_t i0 = 0; i0 < m; i0 += qch) {
+            int64_t mq = m - i0 < qch ? m - i0 : qch;
+            int rc = topk_fused(kern, q + i0 * n_words, mq, x, n, n_words, k, out_dist + i0 * k,
+                                out_idx + i0 * k, threads);
+            if (rc != HDC_OK) return rc;
+        }
+        return HDC_OK;
+    }
     /* distances for a chunk of queries at a time (<= 64 MiB of int32), then select */
     int64_t qc = ((int64_t)1 << 24) / n;
     if (qc < 1) qc = 1;

@@ -267,3 +267,15 @@ def test_sanitizer_build_in_use_when_expected():
     if os.environ.get("HDC_EXPECT_SANITIZED") != "1":
         pytest.skip("not a sanitizer run (csrc/run_sanitized_tests.sh)")
     assert C.sanitized()
+
+
+def test_topk_many_queries_chunked(isa):
+    """More than 4096 queries: the fused path works through query chunks."""
+    rng = np.random.default_rng(9)
+    q, x = words(rng, 4_101, 70), words(rng, 50, 70)
+    d1, i1 = np.zeros((4_101, 5), np.int32), np.zeros((4_101, 5), np.int64)
+    d2, i2 = d1.copy(), i1.copy()
+    C.topk(q, x, 5, d1, i1, 2)
+    R.topk(q, x, 5, d2, i2)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(i1, i2)
