@@ -52,6 +52,8 @@ int hdc_set_isa(int level);         /* 0, or HDC_EUNSUPPORTED / HDC_EINVAL */
 /* How many calls of kernel (0 bind, 1 popcount, 2 hamming_rows, 3 hamming_matrix, 4 topk,
  * 5 permute, 6 bit_counts, 7 bundle_majority) ran at level. */
 uint64_t hdc_call_count(int kernel, int level);
+/* 1 when the x86 SIMD levels were compiled in (0: non-x86 or -DHDC_PORTABLE_ONLY). */
+int hdc_simd_compiled(void);
 /* 1 when compiled with -fsanitize (the HDC_SANITIZE build). */
 int hdc_sanitized(void);
 

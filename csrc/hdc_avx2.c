@@ -6,7 +6,9 @@
  * by the nibble lookup (vpshufb on the low and the high nibbles), byte counts accumulate
  * for up to 31 words (31 * 8 = 248 < 256) and then fold into int64 lanes with vpsadbw.
  */
-#if defined(__x86_64__)
+#include "hdc_internal.h"
+
+#if HDC_X86
 
 #pragma GCC push_options
 #pragma GCC target("avx2,avx,popcnt,bmi,bmi2")
@@ -95,4 +97,4 @@ const hdc_kernels hdc_kernels_avx2 = {
 
 #pragma GCC pop_options
 
-#endif /* __x86_64__ */
+#endif /* HDC_X86 */

@@ -10,7 +10,9 @@
  * per-(query, 8 rows) int64 accumulators. No horizontal reductions, no tail masks, every
  * load of T aligned: 3 vector ops per 512 bits of pair work.
  */
-#if defined(__x86_64__)
+#include "hdc_internal.h"
+
+#if HDC_X86
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,avx,popcnt,bmi,bmi2")
@@ -243,4 +245,4 @@ int64_t hdc_calibrate_slices_avx512(int64_t iters) {
 
 #pragma GCC pop_options
 
-#endif /* __x86_64__ */
+#endif /* HDC_X86 */

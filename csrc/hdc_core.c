@@ -6,7 +6,7 @@
 
 #include "hdc_internal.h"
 
-#if defined(__x86_64__)
+#if HDC_X86
 #include <cpuid.h>
 #endif
 
@@ -43,7 +43,7 @@ static int g_isa = -1;
 static uint64_t g_calls[HDC_N_KERNELS][HDC_N_ISA];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-#if defined(__x86_64__)
+#if HDC_X86
 static uint64_t xgetbv0(void) {
     uint32_t eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -53,7 +53,7 @@ static uint64_t xgetbv0(void) {
 
 static void detect(void) {
     int best = HDC_ISA_PORTABLE;
-#if defined(__x86_64__)
+#if HDC_X86
     unsigned a, b, c, d;
     if (__get_cpuid(1, &a, &b, &c, &d)) {
         int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
@@ -98,6 +98,8 @@ uint64_t hdc_call_count(int kernel, int level) {
     return __atomic_load_n(&g_calls[kernel][level], __ATOMIC_RELAXED);
 }
 
+int hdc_simd_compiled(void) { return HDC_X86; }
+
 int hdc_sanitized(void) {
 #if defined(__SANITIZE_ADDRESS__)
     return 1;
@@ -110,7 +112,7 @@ int hdc_sanitized(void) {
 static const hdc_kernels *kernels_for(int kid) {
     int lvl = hdc_get_isa();
     __atomic_fetch_add(&g_calls[kid][lvl], 1, __ATOMIC_RELAXED);
-#if defined(__x86_64__)
+#if HDC_X86
     if (lvl == HDC_ISA_AVX512) return &hdc_kernels_avx512;
     if (lvl == HDC_ISA_AVX2) return &hdc_kernels_avx2;
 #endif
@@ -620,7 +622,7 @@ void hdc_transpose_block(const uint64_t *x, int64_t r0, int64_t nrows, int64_t R
 }
 
 /* ------------------------------------------------------------------ calibration */
-#if defined(__x86_64__)
+#if HDC_X86
 int64_t hdc_calibrate_slices_avx512(int64_t iters);
 #endif
 
@@ -629,7 +631,7 @@ typedef struct { int64_t iters; volatile int64_t sink[HDC_MAX_THREADS]; } cal_ct
 static void cal_worker(void *p, int64_t s, int64_t e, int tid) {
     cal_ctx *c = (cal_ctx *)p;
     (void)s; (void)e;
-#if defined(__x86_64__)
+#if HDC_X86
     c->sink[tid] = hdc_calibrate_slices_avx512(c->iters);
 #else
     (void)c; (void)tid;
@@ -649,7 +651,7 @@ int64_t hdc_calibrate_slices(int64_t iters, int threads) {
 uint64_t hdc_calibrate_clock(int64_t iters) {
     uint64_t v = 1;
     for (int64_t i = 0; i < iters; i++) {
-#if defined(__x86_64__)
+#if HDC_X86
         /* 8 dependent adds: one cycle each on every x86-64 core; asm keeps them unfused */
         __asm__ volatile("add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\t"
                          "add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0" : "+r"(v));

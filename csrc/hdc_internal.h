@@ -7,6 +7,13 @@
 
 #include "hdc.h"
 
+/* x86-64 SIMD levels are compiled unless HDC_PORTABLE_ONLY is defined (or on other CPUs) */
+#if defined(__x86_64__) && !defined(HDC_PORTABLE_ONLY)
+#define HDC_X86 1
+#else
+#define HDC_X86 0
+#endif
+
 #define HDC_OK 0
 #define HDC_EINVAL (-1)       /* a size, stride or pointer argument is invalid */
 #define HDC_ENOMEM (-2)       /* scratch allocation failed */
@@ -68,7 +75,7 @@ typedef struct {
 } hdc_kernels;
 
 extern const hdc_kernels hdc_kernels_portable;
-#if defined(__x86_64__)
+#if HDC_X86
 extern const hdc_kernels hdc_kernels_avx2;
 extern const hdc_kernels hdc_kernels_avx512;
 #endif

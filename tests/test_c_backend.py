@@ -64,6 +64,8 @@ def test_this_machine_has_fast_path():
     flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
     if "avx512_vpopcntdq" not in flags:
         pytest.skip("CPU has no AVX-512 VPOPCNTDQ")
+    if not C.lib.hdc_simd_compiled():
+        pytest.skip("extension built without the x86 SIMD levels (-DHDC_PORTABLE_ONLY)")
     assert C.detected_isa() == "avx512"
     assert "avx512" in ISAS and "avx2" in ISAS
 
@@ -279,3 +281,31 @@ def test_topk_many_queries_chunked(isa):
     R.topk(q, x, 5, d2, i2)
     np.testing.assert_array_equal(d1, d2)
     np.testing.assert_array_equal(i1, i2)
+
+
+@pytest.mark.parametrize("level", ["portable", "avx2", "avx512"])
+def test_env_override_pins_level(level):
+    """HDC_ISA=<level> at import pins the level (or raises for a level the CPU lacks)."""
+    import subprocess
+    import sys
+
+    code = ("from hdc.backends import c_backend as C; import numpy as np; "
+            "q = np.zeros((5, 3), np.uint64); o = np.zeros((5, 5), np.int32); "
+            "C.hamming_matrix(q, q, o, 1); print(C.get_isa(), C.call_count('hamming_matrix', C.get_isa()))")
+    env = dict(__import__("os").environ, HDC_ISA=level)
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if level in ISAS:
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [level, "1"]
+    else:
+        assert p.returncode != 0 and "not supported" in p.stderr
+
+
+def test_env_override_typo_raises():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HDC_ISA="avx-512")
+    p = subprocess.run([sys.executable, "-c", "import hdc.backends.c_backend"], env=env, capture_output=True, text=True)
+    assert p.returncode != 0 and "unknown ISA level" in p.stderr
