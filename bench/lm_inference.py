@@ -241,8 +241,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].set_yticks([0.1, 0.2, 0.5, 1, 2, 5], ["0.1", "0.2", "0.5", "1", "2", "5"])
-    lo = min(min(r["prefill_speedup"], r["decode_speedup"]) for r in rows)
-    hi = max(max(r["prefill_speedup"], r["decode_speedup"]) for r in rows)
+    ratios = [r[k] for r in rows for k in ("prefill_speedup", "decode_speedup", "prefill_speedup_hdc_topk")]
+    lo, hi = min(ratios), max(ratios)
     axes[0].set_ylim(lo / 1.3, hi * 1.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
