@@ -48,7 +48,7 @@ def _assert_same(att, x, patt=None, block_rows=7, method="auto"):
 
 CONFIGS = [dict(), dict(score="overlap"), dict(code_bits=70), dict(code_bits=130, score="overlap"),
            dict(neuron="lif"), dict(k=0.2), dict(prior_window=5, prior_random_frac=0.25, prior_seed=2),
-           dict(code_bits=3, k=5)]
+           dict(code_bits=3, k=5), dict(code_bits=2048, score="overlap")]  # up to hypervector widths
 
 
 METHODS = ["causal_kernel", "fused_topk", "matrix"]
