@@ -27,6 +27,9 @@
 #include "kernels_generic.inc"
 
 #define R512 HDC_BLOCK_ROWS_512
+#ifndef HDC_FEW_QUERIES
+#define HDC_FEW_QUERIES 5 /* below this many queries one horizontal pass beats the transpose */
+#endif
 
 /* out = a ^ b; outputs past 4 MiB bypass the cache (streaming stores), like a large memcpy */
 static void bind_nt_avx512(const uint64_t *a, const uint64_t *b, uint64_t *out, int64_t n) {
@@ -83,11 +86,55 @@ static void hamming_rows_v_avx512(const uint64_t *a, const uint64_t *b, int64_t 
     for (int64_t r = 0; r < rows; r++) out[r] = (int64_t)row_pop(a + r * W, b + r * W, W);
 }
 
-/* few queries: one pass over each stored row per query (no transpose to amortize) */
+/* Few queries: no transpose to amortize. NQ (1..4, a constant after inlining) queries
+ * share each loaded stored word (one pass over x), one horizontal reduction per pair. */
+static inline __attribute__((always_inline)) void few_group(const uint64_t *q0, int64_t W, const uint64_t *x,
+                                                            int64_t r0, int64_t r1, int32_t *out, int64_t stride,
+                                                            const int NQ) {
+    int64_t wfull = W & ~(int64_t)7;
+    __mmask8 tail = (__mmask8)((1u << (W - wfull)) - 1);
+    const uint64_t *q1 = NQ > 1 ? q0 + W : q0, *q2 = NQ > 2 ? q0 + 2 * W : q0, *q3 = NQ > 3 ? q0 + 3 * W : q0;
+    for (int64_t j = r0; j < r1; j++) {
+        const uint64_t *row = x + j * W;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+#define FEW_STEP(V, LOADQ)                                                                   \
+        a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(_mm512_xor_si512(V, LOADQ(q0))));    \
+        if (NQ > 1) a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(_mm512_xor_si512(V, LOADQ(q1)))); \
+        if (NQ > 2) a2 = _mm512_add_epi64(a2, _mm512_popcnt_epi64(_mm512_xor_si512(V, LOADQ(q2)))); \
+        if (NQ > 3) a3 = _mm512_add_epi64(a3, _mm512_popcnt_epi64(_mm512_xor_si512(V, LOADQ(q3))));
+        for (int64_t w = 0; w < wfull; w += 8) {
+            __m512i v = _mm512_loadu_si512(row + w);
+#define LOAD_FULL(p) _mm512_loadu_si512((p) + w)
+            FEW_STEP(v, LOAD_FULL)
+#undef LOAD_FULL
+        }
+        if (tail) {
+            __m512i v = _mm512_maskz_loadu_epi64(tail, row + wfull);
+#define LOAD_TAIL(p) _mm512_maskz_loadu_epi64(tail, (p) + wfull)
+            FEW_STEP(v, LOAD_TAIL)
+#undef LOAD_TAIL
+        }
+#undef FEW_STEP
+        int32_t *o = out + j;
+        o[0] = (int32_t)_mm512_reduce_add_epi64(a0);
+        if (NQ > 1) o[stride] = (int32_t)_mm512_reduce_add_epi64(a1);
+        if (NQ > 2) o[2 * stride] = (int32_t)_mm512_reduce_add_epi64(a2);
+        if (NQ > 3) o[3 * stride] = (int32_t)_mm512_reduce_add_epi64(a3);
+    }
+}
+
 static void hmat_few_avx512(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
                             int32_t *out, int64_t stride) {
-    for (int64_t j = r0; j < r1; j++)
-        for (int64_t i = 0; i < m; i++) out[i * stride + j] = (int32_t)row_pop(q + i * W, x + j * W, W);
+    for (int64_t i0 = 0; i0 < m; i0 += 4) {
+        const uint64_t *q0 = q + i0 * W;
+        int32_t *o = out + i0 * stride;
+        switch (m - i0 < 4 ? m - i0 : 4) {
+            case 1: few_group(q0, W, x, r0, r1, o, stride, 1); break;
+            case 2: few_group(q0, W, x, r0, r1, o, stride, 2); break;
+            case 3: few_group(q0, W, x, r0, r1, o, stride, 3); break;
+            default: few_group(q0, W, x, r0, r1, o, stride, 4); break;
+        }
+    }
 }
 
 static int64_t hmat_scratch_avx512(int64_t W) { return W * R512 + 8; }
@@ -141,7 +188,7 @@ static inline void store8(int32_t *dst, __m512i acc, int64_t g, int64_t nr) {
 
 static void hmat_range_avx512(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
                               int32_t *out, int64_t stride, uint64_t *T) {
-    if (m < 4) {
+    if (m < HDC_FEW_QUERIES) {
         hmat_few_avx512(q, m, x, r0, r1, W, out, stride);
         return;
     }
