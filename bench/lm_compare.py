@@ -321,7 +321,7 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     ax.set_ylabel("rate / density")
     ax.set_title("per-layer firing rate and attention density (seed 0)")
     if plotted:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center right")
     if long_summary:
         txt = "long context (512): " + ", ".join(
             f"{a} {v['val_nats_per_char_mean']:.3f}" for a, v in long_summary.items())

@@ -134,6 +134,7 @@ def _write_json(path: Path, payload: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)   # mkstemp makes 0600 files; results are meant to be read by others
     os.replace(tmp, path)
 
 
