@@ -11,6 +11,10 @@ advance ("spiking": bipolar Hamming score, the default; "spiking-overlap": popco
 score), by one seed trained on the first 90% of the TRAIN split and scored on its last 10%
 (never on validation). If the choice could not be made, the default is used and the JSON says so.
 
+Long context (preset "long"): context 512, batch 4, 600 steps (1.2M training tokens, about the
+main preset's 1.5M), one seed for every arm; then ("long-extra", only if the time budget allows)
+a second seed for dense and spiking. The main preset is nanoGPT's CPU config at context 64.
+
 Every (preset, arm, seed) run lives in ``runs/lm_compare/<preset>/<arm>/seed<S>/`` (checkpoint +
 result.json), so an interrupted sweep continues where it stopped, and each run is a separate
 process that holds ``/tmp/hdspike-heavy.lock`` only while it runs.
@@ -44,7 +48,9 @@ PRESETS = {
     "main": {"iters": 2000, "batch_size": 12, "seeds": [0, 1, 2], "held_out": False, "model": {}},
     "select": {"iters": 2000, "batch_size": 12, "seeds": [0], "held_out": True, "model": {}},
     # long context: where sparsity matters (k = 8 of up to 512 allowed keys); fewer steps and seeds
-    "long": {"iters": 600, "batch_size": 4, "seeds": [0], "held_out": False, "model": {"block_size": 512}},
+    # ("long-extra" phase, last and only if time allows: a second seed for dense and spiking)
+    "long": {"iters": 600, "batch_size": 4, "seeds": [0], "held_out": False, "model": {"block_size": 512},
+             "extra_seeds": [1], "extra_arms": ["dense", "<chosen>"]},
     "quick": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": False,
               "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}},
     "quick-select": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": True,
@@ -112,6 +118,12 @@ def choose_spiking(runs: Path, select_preset: str) -> dict:
         chosen, how = SPIKING_CANDIDATES[0], "default (selection runs incomplete)"
     return {"chosen": chosen, "how": how, "heldout_train_nats_per_char": scores,
             "candidates": list(SPIKING_CANDIDATES)}
+
+
+def finished_seeds(runs: Path, preset: str, arm: str) -> list[int]:
+    """Seeds with a result.json for (preset, arm), in order (extra seeds included)."""
+    d = runs / preset / arm
+    return sorted(int(x.name[4:]) for x in d.glob("seed*") if (x / "result.json").exists()) if d.is_dir() else []
 
 
 def _load(d: Path) -> dict | None:
@@ -200,7 +212,7 @@ def summarise(runs: Path, preset: str, arms: list[str], arm_labels: dict[str, st
     out = {}
     for arm in arms:
         per_seed = {}
-        for seed in PRESETS[preset]["seeds"]:
+        for seed in finished_seeds(runs, preset, arm):
             r = _load(run_dir(runs, preset, arm, seed))
             if r is None:
                 continue
@@ -393,8 +405,8 @@ def main(argv=None) -> int:
                         "--quick: a fresh temporary directory)")
     p.add_argument("--one", nargs=3, metavar=("PRESET", "ARM", "SEED"), help=argparse_suppress())
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--phases", default="main-controls,select,main-spiking,long",
-                   help="comma list of phases to run (default: all)")
+    p.add_argument("--phases", default="main-controls,select,main-spiking,long,long-extra",
+                   help="comma list of phases to run, in order (default: all)")
     p.add_argument("--log", type=Path, default=None, help="progress log (default: stderr)")
     a = p.parse_args(argv)
     runs = a.runs
@@ -426,11 +438,16 @@ def main(argv=None) -> int:
                 jobs += [("long", arm, s) for s in PRESETS["long"]["seeds"] for arm in ("dense", "topk", "window")]
                 if have_spiking:
                     jobs.append(("long", "<chosen>", None))
+            elif ph == "long-extra" and not a.quick:
+                for seed in PRESETS["long"]["extra_seeds"]:
+                    for arm in PRESETS["long"]["extra_arms"]:
+                        if arm != "<chosen>" or have_spiking:
+                            jobs.append(("long", arm, seed))
         for preset, arm, seed in jobs:
             if arm == "<chosen>":
                 chosen = choose_spiking(runs, sel_p)["chosen"]
                 print(f"spiking config chosen: {chosen}", file=log, flush=True)
-                for s in PRESETS[preset]["seeds"]:
+                for s in (PRESETS[preset]["seeds"] if seed is None else [seed]):
                     spawn(runs, preset, chosen, s, log)
             else:
                 spawn(runs, preset, arm, seed, log)
