@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import _torchhd_runs  # noqa: E402
@@ -40,7 +38,7 @@ def plot(rows, history, path: Path, dim: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1.3, 1]})
     names = [r["model"] for r in rows]
     accs = [100 * r["accuracy"] for r in rows]
     colors = ["tab:blue" if r["model"].startswith("hdc") else "tab:orange" for r in rows]
@@ -63,6 +61,7 @@ def plot(rows, history, path: Path, dim: int):
     a2.set_title("averaged perceptron: epoch choice")
     a2.grid(alpha=0.3)
     fig.tight_layout()
+    fig.subplots_adjust(left=0.27)  # room for the long model names
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
