@@ -130,3 +130,18 @@ def test_random_is_reproducible_and_fair():
     assert np.all(np.abs(frac - 0.5) < 0.03)
     with hdc.use_backend("numpy"):
         np.testing.assert_array_equal(hdc.random(4, 10_000, seed=42), a)
+
+
+def test_topk_streams_a_memmap(tmp_path):
+    """topk over a read-only np.memmap in chunks equals the in-memory answer."""
+    dim = 4096
+    x = hdc.random(3000, dim, 11)
+    path = tmp_path / "db.u64"
+    x.tofile(path)
+    mm = np.memmap(path, dtype=np.uint64, mode="r", shape=x.shape)
+    q = np.concatenate([hdc.random(4, dim, 12), x[[7, 2999]]])
+    d, i = hdc.topk(q, mm, 5, chunk_rows=512)  # 512 rows x 512 B = 256 KiB per chunk
+    rd, ri = hdc.topk(q, x, 5)
+    np.testing.assert_array_equal(d, rd)
+    np.testing.assert_array_equal(i, ri)
+    assert i[4, 0] == 7 and i[5, 0] == 2999 and d[4, 0] == 0
