@@ -59,6 +59,7 @@ def backend_info() -> dict:
         c = backends.load_backend("c")
         info["c_isa"] = c.get_isa()
         info["c_isa_levels"] = c.isa_levels()
+        info["c"] = c.info()
     except BackendUnavailable:
         info["c_isa"] = None
     return info
