@@ -96,6 +96,7 @@ def write_json(out_dir: Path, name: str, payload: dict) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2, default=_json_default)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by anyone
     os.replace(tmp, path)
     return path
 
