@@ -78,6 +78,17 @@ def _csa4(planes, g1, g2, g3, g4):
                 g1[w] = t & c
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_one(planes, g, n_planes):
+    """Add one vector g into the bit-sliced counters: a ripple-carry add across the planes."""
+    for w in range(g.shape[0]):
+        carry = g[w]
+        for p in range(n_planes):
+            t = planes[p, w]
+            planes[p, w] = t ^ carry
+            carry = t & carry
+
+
 @njit(cache=True, nogil=True)
 def _add_grams(codes, start, n_grams, table, planes, g1, g2, g3, g4):
     """Add the n-grams starting at codes[start : start + n_grams] into bit-sliced ``planes``.
@@ -86,7 +97,6 @@ def _add_grams(codes, start, n_grams, table, planes, g1, g2, g3, g4):
     top plane are dropped.
     """
     n = table.shape[0]
-    W = table.shape[2]
     P = planes.shape[0]
     i = 0
     while i + 4 <= n_grams:
@@ -98,12 +108,7 @@ def _add_grams(codes, start, n_grams, table, planes, g1, g2, g3, g4):
         i += 4
     while i < n_grams:
         _gram(codes, start + i, n, table, g1)
-        for w in range(W):
-            carry = g1[w]
-            for p in range(P):
-                t = planes[p, w]
-                planes[p, w] = t ^ carry
-                carry = t & carry
+        _add_one(planes, g1, P)
         i += 1
 
 
@@ -201,12 +206,7 @@ def _ngram_counts(codes, offsets, table, group_starts, order, dim, counts, total
                     _flush(planes, counts[g], dim)
                     running = 0
                 _gram(codes, start, length, table, g1)
-                for w in range(W):
-                    carry = g1[w]
-                    for p in range(_FLUSH_PLANES):
-                        x = planes[p, w]
-                        planes[p, w] = x ^ carry
-                        carry = x & carry
+                _add_one(planes, g1, _FLUSH_PLANES)
                 running += 1
                 total += 1
                 continue
@@ -338,12 +338,7 @@ def _record_majority(keys, levels, idx, tie, out):
             f += 4
         while f < F:
             _pair(keys, levels, f, idx[i, f], g1)
-            for w in range(W):
-                carry = g1[w]
-                for p in range(P):
-                    t = planes[p, w]
-                    planes[p, w] = t ^ carry
-                    carry = t & carry
+            _add_one(planes, g1, P)
             f += 1
         _majority_row(planes, T, even, tie, out[i])
 

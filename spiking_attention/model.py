@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from models.dense_gpt import TransformerLM, validate_common
 
 SCORES = ("hamming", "overlap")
