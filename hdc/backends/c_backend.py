@@ -93,6 +93,15 @@ def _words2d(a, name: str, writable: bool = False):
         raise ValueError(f"{name} must be 2-D (rows, n_words), got shape {a.shape}")
 
 
+def _query_db(q, x):
+    """Check a (queries, stored rows) pair of word matrices; return (m, n, n_words)."""
+    _words2d(q, "q")
+    _words2d(x, "x")
+    if x.shape[1] != q.shape[1]:
+        raise ValueError(f"q and x must have the same number of words, got {q.shape[1]} and {x.shape[1]}")
+    return q.shape[0], x.shape[0], q.shape[1]
+
+
 def _threads(threads) -> int:
     if type(threads) is not int:
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
@@ -176,12 +185,7 @@ def hamming_matrix(q, x, out, threads=1):
     ``out`` may also be a column slice of a wider C-ordered int32 matrix (``big[:, j0:j1]``):
     rows strided, items contiguous.
     """
-    _words2d(q, "q")
-    _words2d(x, "x")
-    m, W = q.shape
-    n = x.shape[0]
-    if x.shape[1] != W:
-        raise ValueError(f"q and x must have the same number of words, got {W} and {x.shape[1]}")
+    m, n, W = _query_db(q, x)
     if type(out) is not _nd and not isinstance(out, _nd):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != _I32:
@@ -217,12 +221,7 @@ def topk(q, x, k, out_dist, out_idx, threads=1):
 
     Shapes: q (m, W), x (n, W) uint64; out_dist (m, k) int32, out_idx (m, k) int64; 1 <= k <= n.
     """
-    _words2d(q, "q")
-    _words2d(x, "x")
-    m, W = q.shape
-    n = x.shape[0]
-    if x.shape[1] != W:
-        raise ValueError(f"q and x must have the same number of words, got {W} and {x.shape[1]}")
+    m, n, W = _query_db(q, x)
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     k = int(k)
