@@ -1,7 +1,15 @@
-"""Model families, built by name from a plain config dict (what checkpoints store).
+"""Every model family, one file each, found through one registry (:data:`FAMILIES`).
 
-``build_model("gpt", {...})`` makes the dense twin (or its top-k / window controls);
-``build_model("spiking", {...})`` makes :class:`spiking_attention.model.SpikingTransformerLM`.
+==================  =========================================================================
+family              what (file)
+==================  =========================================================================
+``gpt``             the dense softmax twin and its top-k / recency-window controls (gpt.py)
+``spiking_kwta``    k-WTA spiking attention on binary Q/K codes (spiking_kwta.py)
+==================  =========================================================================
+
+The trunk shared by the transformers is :mod:`models.base`; the training harness (data,
+train loop with a pluggable learner, full-split evaluation, sampling, checkpoints, CLI) is
+:mod:`models.train`; packed-code inference is :mod:`models.packed`.
 
 Example:
     >>> m = build_model("gpt", {"vocab_size": 65, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 32})
@@ -10,41 +18,30 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from . import gpt, spiking_kwta
+from .registry import FAMILIES, Family, get_family, register
 
-from models.dense_gpt import GPT, GPTConfig
-
-MODEL_KINDS = ("gpt", "spiking")
-
-
-def config_class(kind: str):
-    if kind == "gpt":
-        return GPTConfig
-    if kind == "spiking":
-        # imported lazily: spiking_attention.model imports models.dense_gpt
-        from spiking_attention.model import SpikingConfig
-        return SpikingConfig
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
-
-
-def make_config(kind: str, config: dict):
-    """A validated config dataclass of ``kind`` from a dict; unknown keys raise ValueError."""
-    cls = config_class(kind)
-    names = {f.name for f in fields(cls)}
-    unknown = set(config) - names
-    if unknown:
-        raise ValueError(f"unknown {kind} config keys: {sorted(unknown)}")
-    cfg = cls(**config)
-    cfg.validate()
-    return cfg
+# The registry: one line per family.
+register(Family("gpt", gpt.GPTConfig, gpt.GPT,
+                variants={"dense": {"attention": "dense"}, "topk": {"attention": "topk", "k": 8},
+                          "window": {"attention": "window", "k": 8}},
+                bench=("dense", "topk", "window"),
+                description="nanoGPT dense twin; top-k softmax and recency-window controls"))
+register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.SpikingTransformerLM,
+                variants={"hamming": {"code_bits": 32, "k": 8, "score": "hamming"},
+                          "overlap": {"code_bits": 32, "k": 8, "score": "overlap"}},
+                select=("hamming", "overlap"),
+                description="k-WTA spiking attention on binary query/key codes"))
 
 
-def build_model(kind: str, config: dict):
-    cfg = make_config(kind, config)
-    if kind == "gpt":
-        return GPT(cfg)
-    from spiking_attention.model import SpikingTransformerLM
-    return SpikingTransformerLM(cfg)
+def make_config(family: str, config: dict):
+    """A validated config of ``family`` from a dict; unknown keys raise ValueError."""
+    return get_family(family).make_config(config)
 
 
-__all__ = ["GPT", "GPTConfig", "MODEL_KINDS", "build_model", "config_class", "make_config"]
+def build_model(family: str, config: dict):
+    """The model of ``family`` built from a plain config dict."""
+    return get_family(family).build(config)
+
+
+__all__ = ["FAMILIES", "Family", "register", "get_family", "make_config", "build_model"]

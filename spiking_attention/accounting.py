@@ -6,20 +6,11 @@ what each layer actually did.
 * Every ``nn.Linear`` call is counted from its real input: a real-valued input costs
   ``rows * in * out`` multiply-accumulates (MACs); a binary {0,1} input costs one accumulate
   (AC, a synaptic operation) per spike per output, ``nnz(x) * out``, i.e. firing rate x FLOPs.
-* Every attention module with ``last_stats`` reports its firing rates, silent fractions,
-  attention density (against the causal-allowed entries) and attended positions per query.
-  Its core is counted from those stats:
-
-  - :class:`~spiking_attention.attention.SpikingKWTAAttention`: the score of each allowed
-    (query, key) pair accumulates the key's bits where the query spikes, so
-    ``score_ac = q_firing_rate * n_allowed_pairs * code_bits`` (the field's SOPs = rate x
-    FLOPs); choosing the winners costs one integer comparison per allowed pair
-    (``select_ac = n_allowed_pairs``); the softmax scale one MAC per winner, and the values
-    ``n_winners * head_size`` MACs. The packed implementation's work is reported separately
-    as ``packed_word_ops = n_allowed_pairs * n_words`` (XOR + POPCNT per 64-bit word), which has
-    no per-operation energy figure here.
-  - other attention modules (the dense twin, top-k softmax): ``q.k`` over every causal pair,
-    ``n_causal_pairs * head_size`` MACs, plus ``attended * head_size`` MACs for the values.
+* Every layer that reports through the stats protocol (:mod:`.stats`) gives its firing rates,
+  silent fractions, attention density (against the causal-allowed entries), attended positions
+  per query, and the operation counts of its own core (``core_ops()``: the spiking k-WTA layer
+  counts one accumulate per query spike per allowed key bit, real-valued attention ``q.k``
+  MACs over every causal pair; each layer's docstring says how it counts).
 
 * SOPs = the sum of all ACs. Energy ESTIMATE = MACs x e_MAC + ACs x e_AC with the 45 nm
   per-operation figures (Horowitz, ISSCC 2014) used by the spiking-transformer papers:
@@ -35,18 +26,16 @@ Example::
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hdc.packing import n_words_for
+from hdc.io import write_json
 
-__all__ = ["ENERGY_PRESETS", "ENERGY_NOTE", "energy_estimate", "account_model", "attention_modules",
-           "write_report"]
+from .stats import reporting_layers
+
+__all__ = ["ENERGY_PRESETS", "ENERGY_NOTE", "energy_estimate", "account_model", "write_report"]
 
 #: pJ per operation, 45 nm (Horowitz 2014), as used by Spikformer / Spike-driven Transformer / SpikingBrain.
 ENERGY_PRESETS: dict[str, dict[str, float]] = {
@@ -64,45 +53,8 @@ def energy_estimate(macs: float, acs: float) -> dict[str, float]:
     return {name: macs * e["mac_pJ"] + acs * e["ac_pJ"] for name, e in ENERGY_PRESETS.items()}
 
 
-def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every attention module that keeps ``last_stats``, in model order."""
-    return [(n, m) for n, m in model.named_modules() if hasattr(m, "last_stats") and isinstance(m, nn.Module)]
-
-
 def _is_binary(x: torch.Tensor) -> bool:
     return bool(x.numel()) and bool(((x == 0) | (x == 1)).all())
-
-
-def _attention_core_ops(mod: nn.Module, st: dict, in_shape) -> dict:
-    """MACs / ACs of an attention module's core (projections are counted by the Linear hooks)."""
-    from .attention import SpikingKWTAAttention
-
-    B, T = in_shape[0], in_shape[1]
-    nh = getattr(mod, "n_head", st.get("n_head", 1))
-    C = in_shape[-1]
-    hs = getattr(mod, "head_size", C // nh)
-    n_causal = st.get("n_causal_pairs", B * nh * T * (T + 1) // 2)
-    attended = st.get("n_winners", st.get("attended_per_query", T) * B * nh * T)
-    if isinstance(mod, SpikingKWTAAttention):
-        n_allowed = st["n_allowed_pairs"]
-        return {
-            "kind": "spiking_kwta",
-            "score_ac": st["q_firing_rate"] * n_allowed * mod.code_bits,
-            "select_ac": float(n_allowed),
-            "softmax_mac": float(attended),
-            "value_mac": float(attended * hs),
-            "packed_word_ops": float(n_allowed * n_words_for(mod.code_bits)),
-            "mac": float(attended) + float(attended * hs),
-            "ac": st["q_firing_rate"] * n_allowed * mod.code_bits + float(n_allowed),
-        }
-    # real-valued attention: q.k over every causal pair (dense and top-k both compute all scores)
-    return {
-        "kind": type(mod).__name__,
-        "score_mac": float(n_causal * hs),
-        "value_mac": float(attended * hs),
-        "mac": float(n_causal * hs + attended * hs),
-        "ac": 0.0,
-    }
 
 
 @torch.no_grad()
@@ -118,7 +70,7 @@ def account_model(model: nn.Module, inputs, *, forward=None) -> dict:
     linear_log: dict[str, dict] = {}
     attn_in: dict[str, tuple] = {}
     hooks = []
-    attn = attention_modules(model)
+    attn = reporting_layers(model)
     attn_names = {id(m): n for n, m in attn}
 
     def lin_hook(name):
@@ -139,7 +91,7 @@ def account_model(model: nn.Module, inputs, *, forward=None) -> dict:
 
     def attn_hook(name):
         def hook(mod, args, out):
-            attn_in[name] = tuple(args[0].shape)
+            attn_in[name] = True
         return hook
 
     for name, mod in model.named_modules():
@@ -160,10 +112,9 @@ def account_model(model: nn.Module, inputs, *, forward=None) -> dict:
     n_tokens = shape[0] * shape[1] if len(shape) >= 2 else 1
     layers = []
     for name, mod in attn:
-        st = dict(mod.last_stats or {})
-        if name not in attn_in:
+        if name not in attn_in:   # the layer did not run in this pass
             continue
-        core = _attention_core_ops(mod, st, attn_in[name])
+        st, core = mod.layer_stats(), mod.core_ops()
         keep = {k: st[k] for k in ("q_firing_rate", "k_firing_rate", "q_silent_frac", "k_silent_frac",
                                    "q_silent_token_frac", "k_silent_token_frac", "attn_density",
                                    "attn_density_allowed", "attended_per_query", "tie_at_cut_frac",
@@ -194,12 +145,6 @@ def account_model(model: nn.Module, inputs, *, forward=None) -> dict:
 
 
 def write_report(path, report: dict) -> Path:
-    """Write a report as JSON atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Write a report as JSON through the one atomic writer (:func:`hdc.io.write_json`)."""
+    write_json(path, report)
+    return Path(path)

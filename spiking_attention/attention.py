@@ -11,21 +11,25 @@ prior_random_frac=0.0, prior_seed=0, bias=False, n_layer=4)``
     module initialises itself (``n_layer`` only scales the init of ``c_proj``, as nanoGPT does).
     With ``code_bits = d_model // n_head`` the weights are exactly a dense attention's 4*C*C,
     plus 2*C thresholds and n_head temperatures.
-``TopKSoftmaxAttention(d_model, n_head, k, *, max_seq_len, bias=False, n_layer=4)``
+``TopKSoftmaxAttention(d_model, n_head, k, *, max_seq_len, dropout=0.0, bias=False)``
     the Explicit Sparse Transformer: real-valued q, k, the k largest ``q.k/sqrt(hs)`` per row
-    (same tie rule), softmax over them. Same ``last_stats`` keys where they apply.
+    (same tie rule), softmax over them.
+``DenseCausalAttention(d_model, n_head, *, max_seq_len, window=None, dropout=0.0, bias=False)``
+    nanoGPT's causal softmax attention (the dense twin), or with ``window=w`` only the w most
+    recent keys (the recency control).
 ``brain_prior_mask(t_q, t_k, window, random_frac, seed)``
     the brain-prior connectivity: causal AND (local window OR seeded random long-range).
 
-After every forward, ``self.last_stats`` holds detached floats: ``q_firing_rate``,
+Every layer reports through the stats protocol (:mod:`.stats`): after a forward,
+``layer_stats()`` holds detached numbers: ``q_firing_rate``,
 ``k_firing_rate``, ``q_silent_frac``, ``k_silent_frac`` (code neurons that never fired in the
 batch), ``q_silent_token_frac``, ``k_silent_token_frac`` (all-zero codes: skipped by the
 packed path), ``attn_density`` (winners / causal-allowed entries), ``attn_density_allowed``
 (winners / entries the prior allows), ``attended_per_query``, ``tie_at_cut_frac`` (rows where
 the k-th and (k+1)-th allowed scores tie), and the counts ``B, T, n_head, code_bits,
-n_causal_pairs, n_allowed_pairs, n_winners`` that :mod:`.accounting` turns into operation
-counts. With ``self.record = True`` it also keeps ``last_q_spikes``, ``last_k_spikes``
-(B, nh, T, code_bits) and ``last_attn`` (B, nh, T, T) for plots.
+n_causal_pairs, n_allowed_pairs, n_winners``; ``core_ops()`` the MACs and accumulates of the
+attention core. With ``self.record = True``, ``recorded()`` keeps ``q_spikes``, ``k_spikes``
+(B, nh, T, code_bits) and ``attn`` (B, nh, T, T) for plots.
 
 Design choices (why):
 
@@ -52,7 +56,7 @@ Example::
 
     >>> att = SpikingKWTAAttention(128, 4, 32, 8, max_seq_len=64)
     >>> y = att(torch.randn(2, 64, 128))          # (2, 64, 128)
-    >>> att.last_stats["attended_per_query"]       # <= 8
+    >>> att.layer_stats()["attended_per_query"]    # <= 8
 """
 from __future__ import annotations
 
@@ -62,12 +66,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hdc.packing import n_words_for
+
 from .kwta import causal_mask, kwta_mask, resolve_k
 from .neurons import lif_step
+from .stats import StatsMixin
 from .surrogate import SURROGATES, get_surrogate
 
-__all__ = ["SpikingKWTAAttention", "TopKSoftmaxAttention", "brain_prior_mask", "allowed_keys",
-           "SCORES", "NEURONS", "OUTPUTS"]
+__all__ = ["SpikingKWTAAttention", "TopKSoftmaxAttention", "DenseCausalAttention", "brain_prior_mask",
+           "allowed_keys", "SCORES", "NEURONS", "OUTPUTS"]
 
 SCORES = ("hamming", "overlap")
 NEURONS = ("heaviside", "lif")
@@ -166,7 +173,7 @@ def _attention_stats(win: torch.Tensor, allowed: torch.Tensor, scores_int: torch
     return stats
 
 
-class SpikingKWTAAttention(nn.Module):
+class SpikingKWTAAttention(StatsMixin, nn.Module):
     """Causal multi-head attention with binary spike codes for Q/K and k-WTA over their scores.
 
     Shapes: x (B, T, C) -> y (B, T, C); codes (B, nh, T, code_bits) in {0, 1}.
@@ -219,7 +226,6 @@ class SpikingKWTAAttention(nn.Module):
         #: "recent" (the rule of kwta_mask and the packed path) or "older" (ablation only: ties
         #: at the k-th score go to the older key; the packed path refuses it)
         self.tie_rule = "recent"
-        self.last_stats: dict = {}
         self._init_weights(n_layer)
 
     def _init_weights(self, n_layer: int) -> None:
@@ -275,17 +281,19 @@ class SpikingKWTAAttention(nn.Module):
         """Per-head factor from integer score to softmax logit. Shapes: -> (nh, 1, 1)."""
         return (self.log_temp.exp() / math.sqrt(self.code_bits)).view(-1, 1, 1)
 
-    def aggregate(self, s_int: torch.Tensor, win: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Softmax over the winners' scaled scores, times the values. Shapes: -> (B, nh, t_q, hs)."""
+    def attention_weights(self, s_int: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+        """Softmax over the winners' scaled scores (zero elsewhere). Shapes: -> (B, nh, t_q, t_k)."""
         logits = (s_int * self.score_scale()).masked_fill(~win, float("-inf"))  # (B, nh, t_q, t_k)
         att = F.softmax(logits, dim=-1)
         att = torch.nan_to_num(att, nan=0.0)  # rows without any allowed key (none when causal)
         if self.output == "uniform_ste":
             uni = win.to(att.dtype) / win.sum(-1, keepdim=True).clamp_min(1)
             att = att + (uni - att).detach()
-        if self.record:
-            self.last_attn = att.detach()
-        return att @ v
+        return att
+
+    def aggregate(self, s_int: torch.Tensor, win: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Softmax over the winners' scaled scores, times the values. Shapes: -> (B, nh, t_q, hs)."""
+        return self.attention_weights(s_int, win) @ v
 
     # -------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -300,13 +308,13 @@ class SpikingKWTAAttention(nn.Module):
             win = kwta_mask(s_int.flip(-1), self.k, allowed.flip(-1)).flip(-1)
         else:
             raise ValueError(f"tie_rule must be 'recent' or 'older', got {self.tie_rule!r}")
-        y = self.aggregate(s_int, win, v)                            # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)             # (B, T, C)
-        self._record(q, k, win, allowed, s_int)
+        att = self.attention_weights(s_int, win)                     # (B, nh, T, T)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)     # (B, T, C)
+        self._report_pass(q, k, win, allowed, s_int, att)
         return self.c_proj(y)
 
     @torch.no_grad()
-    def _record(self, q, k, win, allowed, s_int) -> None:
+    def _report_pass(self, q, k, win, allowed, s_int, att) -> None:
         B, nh, T, cb = q.shape
         q, k = q.detach(), k.detach()
         stats = _attention_stats(win, allowed, s_int.detach(), self.k, B, T, nh)
@@ -320,9 +328,20 @@ class SpikingKWTAAttention(nn.Module):
             "q_firing_rate_per_head": q.mean(dim=(0, 2, 3)).tolist(),
             "k_firing_rate_per_head": k.mean(dim=(0, 2, 3)).tolist(),
         })
-        self.last_stats = stats
-        if self.record:
-            self.last_q_spikes, self.last_k_spikes = q, k
+        self._report(stats, self._ops(stats), q_spikes=q, k_spikes=k, attn=att)
+
+    def _ops(self, st: dict) -> dict:
+        """The core's operations: the score of each allowed (query, key) pair accumulates the
+        key's bits where the query spikes (the field's SOPs = firing rate x FLOPs), choosing the
+        winners is one integer comparison per allowed pair, the softmax scale one MAC per winner
+        and the values ``head_size`` MACs per winner. ``packed_word_ops`` is the packed path's
+        XOR + POPCNT per 64-bit word (no per-operation energy figure exists for it)."""
+        n_allowed, n_win = st["n_allowed_pairs"], float(st["n_winners"])
+        score_ac = st["q_firing_rate"] * n_allowed * self.code_bits
+        return {"kind": "spiking_kwta", "score_ac": score_ac, "select_ac": float(n_allowed),
+                "softmax_mac": n_win, "value_mac": n_win * self.head_size,
+                "packed_word_ops": float(n_allowed * n_words_for(self.code_bits)),
+                "mac": n_win + n_win * self.head_size, "ac": score_ac + float(n_allowed)}
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
@@ -330,27 +349,28 @@ class SpikingKWTAAttention(nn.Module):
                 f"prior_window={self.prior_window}, prior_random_frac={self.prior_random_frac}")
 
 
-class TopKSoftmaxAttention(nn.Module):
-    """Explicit Sparse Transformer attention: real q, k; softmax over the k largest scores per row.
+def _real_valued_ops(st: dict, head_size: int) -> dict:
+    """Core operations of real-valued attention: ``q.k`` over every causal pair (dense, window and
+    top-k all form the causal scores) plus ``head_size`` MACs per attended key for the values."""
+    n_causal, attended = st["n_causal_pairs"], float(st["n_winners"])
+    return {"kind": "real_valued", "score_mac": float(n_causal * head_size), "value_mac": attended * head_size,
+            "mac": float(n_causal * head_size) + attended * head_size, "ac": 0.0}
 
-    Non-spiking ablation with the same tie rule (more recent key wins) and ``last_stats`` keys
-    ``attn_density``, ``attended_per_query``, ``tie_at_cut_frac``... Parameters: c_attn (C -> 3C),
-    c_proj (C -> C), exactly a dense attention layer.
 
-    Shapes: x (B, T, C) -> (B, T, C). Example: ``TopKSoftmaxAttention(128, 4, 8, max_seq_len=64)``.
-    """
+class _RealValuedAttention(StatsMixin, nn.Module):
+    """Shared shell of the real-valued attentions: c_attn (C -> 3C) and c_proj (C -> C), exactly
+    a dense attention layer's weights, so every control has the dense twin's parameter count."""
 
-    def __init__(self, d_model: int, n_head: int, k, *, max_seq_len: int, bias: bool = False, n_layer: int = 4):
+    def __init__(self, d_model: int, n_head: int, *, max_seq_len: int, dropout: float = 0.0, bias: bool = False):
         super().__init__()
-        _check_common(d_model, n_head, k, max_seq_len)
-        self.d_model, self.n_head, self.k, self.max_seq_len = d_model, n_head, k, max_seq_len
+        self.d_model, self.n_head, self.max_seq_len = d_model, n_head, max_seq_len
         self.head_size = d_model // n_head
         self.c_attn = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.c_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.record = False
-        self.last_stats: dict = {}
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor):
         _check_input(x, self.d_model, self.max_seq_len)
         B, T, C = x.shape
         nh, hs = self.n_head, self.head_size
@@ -358,12 +378,73 @@ class TopKSoftmaxAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        s = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
+        return q, k, v
+
+    def _finish(self, y: torch.Tensor, stats: dict, **tensors) -> torch.Tensor:
+        B, nh, T, hs = y.shape
+        self._report(stats, _real_valued_ops(stats, hs), **tensors)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class DenseCausalAttention(_RealValuedAttention):
+    """nanoGPT's multi-head causal softmax attention (the dense twin), or a recency window.
+
+    ``window=None``: every earlier key; ``window=w``: only the w most recent keys (the query
+    itself and the w - 1 before it), a recency control with top-k's density.
+    Shapes: x (B, T, C) -> (B, T, C). Example: ``DenseCausalAttention(128, 4, max_seq_len=64)``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, *, max_seq_len: int, window: int | None = None,
+                 dropout: float = 0.0, bias: bool = False):
+        _check_common(d_model, n_head, 1, max_seq_len)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be a positive int or None, got {window!r}")
+        super().__init__(d_model, n_head, max_seq_len=max_seq_len, dropout=dropout, bias=bias)
+        self.window = window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        B, nh, T, _ = q.shape
+        drop = self.dropout if self.training else 0.0
+        kept = brain_prior_mask(T, T, self.window, device=x.device)           # (T, T)
+        if self.window is None:  # the fused causal kernel: `kept` is its mask written out
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=kept, dropout_p=drop)
+        stats = _attention_stats(kept.expand(B, nh, T, T), kept, None, None, B, T, nh)
+        return self._finish(y, stats)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_head={self.n_head}, window={self.window}"
+
+
+class TopKSoftmaxAttention(_RealValuedAttention):
+    """Explicit Sparse Transformer attention (Zhao et al. 2019, arXiv 1912.11637): real q, k;
+    softmax over the k largest ``q.k / sqrt(hs)`` of each row among the causal keys.
+
+    The gradient reaches only the kept scores (the others are constants -inf). Ties at the k-th
+    score go to the more recent key (:func:`kwta_mask`), the rule of the spiking layer too.
+    Shapes: x (B, T, C) -> (B, T, C). Example: ``TopKSoftmaxAttention(128, 4, 8, max_seq_len=64)``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, k, *, max_seq_len: int, dropout: float = 0.0,
+                 bias: bool = False):
+        _check_common(d_model, n_head, k, max_seq_len)
+        super().__init__(d_model, n_head, max_seq_len=max_seq_len, dropout=dropout, bias=bias)
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        B, nh, T, hs = q.shape
+        s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
         allowed = causal_mask(T, device=x.device)
-        win = kwta_mask(s, self.k, allowed)
+        win = kwta_mask(s, self.k, allowed)                      # (B, nh, T, T)
         att = F.softmax(s.masked_fill(~win, float("-inf")), dim=-1)
-        if self.record:
-            self.last_attn = att.detach()
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        self.last_stats = _attention_stats(win, allowed, s.detach(), self.k, B, T, nh)
-        return self.c_proj(y)
+        att = F.dropout(att, p=self.dropout, training=self.training)
+        y = att @ v                                              # (B, nh, T, hs)
+        stats = _attention_stats(win, allowed, s.detach(), self.k, B, T, nh)
+        return self._finish(y, stats, attn=att)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_head={self.n_head}, k={self.k}"

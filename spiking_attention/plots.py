@@ -15,6 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from hdc.io import atomic_write  # noqa: E402
+
+from .stats import reporting_layers  # noqa: E402
+
 __all__ = ["spike_raster", "attention_map", "firing_rates", "plot_model", "record_run"]
 
 
@@ -23,12 +27,13 @@ def _np(a):
 
 
 def _save(fig, path) -> Path:
+    """Save through the one atomic writer: readers never see half a PNG."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)  # atomic: readers never see half a PNG
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -85,11 +90,11 @@ def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spikin
     """One forward pass with recording on; write the raster and attention map of ``layer``/``head``
     and the firing rates of every layer. Returns {"raster", "attention", "rates"} -> path.
     """
-    from .accounting import account_model, attention_modules
+    from .accounting import account_model
 
-    mods = [m for _, m in attention_modules(model) if hasattr(m, "record")]
+    mods = [m for _, m in reporting_layers(model)]
     if not mods:
-        raise ValueError("the model has no attention module with recording (record / last_stats)")
+        raise ValueError("the model has no layer that reports statistics (spiking_attention.stats protocol)")
     if not 0 <= layer < len(mods):
         raise ValueError(f"layer must be in [0, {len(mods)}), got {layer}")
     old = [m.record for m in mods]
@@ -103,13 +108,13 @@ def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spikin
     if _report_out is not None:
         _report_out.append(report)
     out_dir = Path(out_dir)
-    m = mods[layer]
+    rec = mods[layer].recorded()
     paths = {}
-    if hasattr(m, "last_q_spikes"):
-        paths["raster"] = spike_raster(m.last_q_spikes[0, head], out_dir / f"{prefix}_raster_L{layer}.png",
+    if "q_spikes" in rec:
+        paths["raster"] = spike_raster(rec["q_spikes"][0, head], out_dir / f"{prefix}_raster_L{layer}.png",
                                        title=f"query spikes, layer {layer} head {head}")
-    if hasattr(m, "last_attn"):
-        paths["attention"] = attention_map(m.last_attn[0, head], out_dir / f"{prefix}_attention_L{layer}.png",
+    if "attn" in rec:
+        paths["attention"] = attention_map(rec["attn"][0, head], out_dir / f"{prefix}_attention_L{layer}.png",
                                            title=f"layer {layer} head {head}")
     if any("q_firing_rate" in x for x in report["layers"]):
         paths["rates"] = firing_rates(report, out_dir / f"{prefix}_firing_rates.png")

@@ -40,20 +40,20 @@ def test_exactly_k_winners_per_row_fewer_where_fewer_allowed(cfg):
     att = _make(**cfg)
     att.record = True
     att(torch.randn(3, 16, 32))
-    a = att.last_attn  # (B, nh, T, T)
+    a = att.recorded()["attn"]  # (B, nh, T, T)
     allowed = brain_prior_mask(16, 16, att.prior_window, att.prior_random_frac, att.prior_seed)
     assert not ((a > 0) & ~allowed).any()
     n_attended = (a > 0).sum(-1)
     expect = torch.clamp(allowed.sum(-1), max=att.k).expand_as(n_attended)
     # softmax weights are > 0 for every winner (scores are bounded), so this counts winners
     assert torch.equal(n_attended, expect)
-    st = att.last_stats
+    st = att.layer_stats()
     assert st["attended_per_query"] == pytest.approx(expect.float().mean().item())
     assert st["attn_density"] == pytest.approx(expect.sum().item() / (3 * 4 * 16 * 17 / 2))
     assert 0 <= st["tie_at_cut_frac"] <= 1
     for key in ("q_firing_rate", "k_firing_rate", "q_silent_frac", "k_silent_frac"):
         assert 0.0 <= st[key] <= 1.0
-    assert st["q_firing_rate"] == pytest.approx(att.last_q_spikes.mean().item())
+    assert st["q_firing_rate"] == pytest.approx(att.recorded()["q_spikes"].mean().item())
 
 
 def test_codes_are_binary_and_scores_match_popcounts():
@@ -110,7 +110,7 @@ def test_topk_softmax_attention_k_and_causality():
     att.record = True
     x = torch.randn(2, 10, 32)
     y = att(x)
-    assert ((att.last_attn > 0).sum(-1) == torch.clamp(torch.arange(1, 11), max=3)).all()
+    assert ((att.recorded()["attn"] > 0).sum(-1) == torch.clamp(torch.arange(1, 11), max=3)).all()
     x2 = x.clone()
     x2[:, 6:] += 1
     assert torch.equal(att(x2)[:, :6], y[:, :6])
@@ -147,10 +147,10 @@ def test_older_tie_rule_ablation_differs_only_in_ties():
     att.record = True
     x = torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(2))
     att(x)
-    recent = att.last_attn > 0
+    recent = att.recorded()["attn"] > 0
     att.tie_rule = "older"
     att(x)
-    older = att.last_attn > 0
+    older = att.recorded()["attn"] > 0
     assert torch.equal(recent.sum(-1), older.sum(-1))  # still exactly k per row
     assert not torch.equal(recent, older)
     # where they differ, the recent rule picked the later key

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from models import build_model, make_config
-from models.dense_gpt import GPT, GPTConfig
-from spiking_attention.model import SpikingConfig, SpikingTransformerLM
+from models.gpt import GPT, GPTConfig
+from models.spiking_kwta import SpikingConfig, SpikingTransformerLM
 
 torch.set_num_threads(1)
 
@@ -15,10 +15,10 @@ ARMS = [
     ("gpt", {"attention": "dense"}),
     ("gpt", {"attention": "topk", "k": 3}),
     ("gpt", {"attention": "window", "k": 3}),
-    ("spiking", {"code_bits": 16, "k": 3, "score": "hamming"}),
-    ("spiking", {"code_bits": 16, "k": 3, "score": "overlap"}),
-    ("spiking", {"code_bits": 64, "k": 3, "neuron": "lif"}),
-    ("spiking", {"code_bits": 16, "k": 3, "prior_window": 4, "prior_random_frac": 0.2, "prior_seed": 3}),
+    ("spiking_kwta", {"code_bits": 16, "k": 3, "score": "hamming"}),
+    ("spiking_kwta", {"code_bits": 16, "k": 3, "score": "overlap"}),
+    ("spiking_kwta", {"code_bits": 64, "k": 3, "neuron": "lif"}),
+    ("spiking_kwta", {"code_bits": 16, "k": 3, "prior_window": 4, "prior_random_frac": 0.2, "prior_seed": 3}),
 ]
 IDS = ["dense", "topk", "window", "spk-hamming", "spk-overlap", "spk-lif-64", "spk-prior"]
 
@@ -64,13 +64,13 @@ def test_causal(kind, cfg):
 
 def test_bad_configs():
     with pytest.raises(ValueError, match="k must"):
-        make_config("spiking", {**TINY, "k": 0})
+        make_config("spiking_kwta", {**TINY, "k": 0})
     with pytest.raises(ValueError, match="k must"):
         make_config("gpt", {**TINY, "attention": "topk", "k": 0})
     with pytest.raises(ValueError, match="code_bits"):
-        make_config("spiking", {**TINY, "code_bits": 0})
+        make_config("spiking_kwta", {**TINY, "code_bits": 0})
     with pytest.raises(ValueError, match="code_bits"):
-        make_config("spiking", {**TINY, "code_bits": -8})
+        make_config("spiking_kwta", {**TINY, "code_bits": -8})
     with pytest.raises(ValueError, match="divisible"):
         make_config("gpt", {**TINY, "n_embd": 30, "n_head": 4})
     with pytest.raises(ValueError, match="divisible"):
@@ -78,10 +78,10 @@ def test_bad_configs():
     with pytest.raises(ValueError, match="attention"):
         make_config("gpt", {**TINY, "attention": "linear"})
     with pytest.raises(ValueError, match="score"):
-        make_config("spiking", {**TINY, "score": "cosine"})
+        make_config("spiking_kwta", {**TINY, "score": "cosine"})
     with pytest.raises(ValueError, match="unknown"):
         make_config("gpt", {**TINY, "n_layers": 3})
-    with pytest.raises(ValueError, match="unknown model kind"):
+    with pytest.raises(ValueError, match="unknown model family"):
         build_model("rnn", TINY)
     with pytest.raises(ValueError, match="block_size"):
         make_config("gpt", {**TINY, "block_size": 0})

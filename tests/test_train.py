@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from models import build_model
-from spiking_attention import data as sdata
-from spiking_attention.data import CharTokenizer, eval_chunks, get_batch, split_train_val
-from spiking_attention.train import (TrainConfig, evaluate, get_lr, load_checkpoint, load_model, main,
-                                     save_checkpoint, train, train_run)
+from models import data as sdata
+from models.data import CharTokenizer, eval_chunks, get_batch, split_train_val
+from models.train import (TrainConfig, evaluate, get_lr, load_checkpoint, load_model, main, save_checkpoint,
+                          train, train_run)
 
 torch.set_num_threads(1)
 
@@ -89,7 +89,7 @@ def test_lr_schedule():
     assert lrs[1050] == pytest.approx(5.5e-4, rel=1e-3)                # halfway: the mean of the ends
     assert lrs[2000] == pytest.approx(1e-4)
     with pytest.raises(ValueError):
-        TrainConfig(max_iters=0).validate()
+        TrainConfig(max_iters=0)
 
 
 # ----------------------------------------------------------------------------- training
@@ -100,7 +100,7 @@ def _data(text):
 
 
 @pytest.mark.parametrize("kind,cfg", [("gpt", {"attention": "dense"}),
-                                      ("spiking", {"code_bits": 16, "k": 4, "score": "hamming"})],
+                                      ("spiking_kwta", {"code_bits": 16, "k": 4, "score": "hamming"})],
                          ids=["dense", "spiking"])
 def test_tiny_model_overfits(kind, cfg):
     """Memorising a repeated random string needs context: a unigram/bigram model stays above 1 nat."""
@@ -134,7 +134,7 @@ def test_evaluate_matches_manual_loss():
 
 
 @pytest.mark.parametrize("kind,cfg", [("gpt", {"attention": "topk", "k": 3}),
-                                      ("spiking", {"code_bits": 16, "k": 3})], ids=["topk", "spiking"])
+                                      ("spiking_kwta", {"code_bits": 16, "k": 3})], ids=["topk", "spiking"])
 def test_resume_equals_uninterrupted(tmp_path, kind, cfg):
     tok, ids = _data(_random_text(reps=5))
     mcfg = {"vocab_size": tok.vocab_size, **TINY, **cfg}
@@ -158,14 +158,15 @@ def test_resume_equals_uninterrupted(tmp_path, kind, cfg):
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
-    oa, ob = load_checkpoint(tmp_path / "a.pt")["optimizer"], load_checkpoint(tmp_path / "b.pt")["optimizer"]
+    oa = load_checkpoint(tmp_path / "a.pt")["learner"]["optimizer"]
+    ob = load_checkpoint(tmp_path / "b.pt")["learner"]["optimizer"]
     for pid in oa["state"]:
         assert torch.equal(oa["state"][pid]["exp_avg_sq"], ob["state"][pid]["exp_avg_sq"])
 
 
 def test_checkpoint_is_atomic_and_weights_only(tmp_path):
     p = tmp_path / "x.pt"
-    save_checkpoint(p, {"w": torch.ones(3), "step": 4, "name": "x"})
+    save_checkpoint(p, {"model": {"w": torch.ones(3)}, "step": 4, "name": "x"})
     assert load_checkpoint(p)["step"] == 4
     assert list(tmp_path.iterdir()) == [p]               # no temp file left behind
     torch.save({"evil": object()}, tmp_path / "bad.pt")
@@ -176,8 +177,8 @@ def test_checkpoint_is_atomic_and_weights_only(tmp_path):
 def test_train_run_save_load_and_sample(tmp_path, capsys):
     text = _random_text(reps=30)
     cfg = TrainConfig(max_iters=30, batch_size=8, warmup_iters=5, eval_batch_size=8)
-    res = train_run("spiking", tmp_path / "run", cfg, text=text, progress=False,
-                    model_overrides={**TINY, "code_bits": 16, "k": 4})
+    res = train_run("spiking_kwta", tmp_path / "run", cfg, text=text, progress=False,
+                    overrides={**TINY, "code_bits": 16, "k": 4})
     assert res["split"] == "validation" and res["steps"] == 30 and res["eval_chars"] == len(text) // 10 - 1
     assert 0 < res["val_nats_per_char"] < 3 and res["peak_rss_mb"] > 0
     stats = res["layer_stats"]
@@ -185,13 +186,14 @@ def test_train_run_save_load_and_sample(tmp_path, capsys):
     on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
     assert on_disk["val_nats_per_char"] == res["val_nats_per_char"]
     # cached: a second call returns the stored result without training again
-    assert train_run("spiking", tmp_path / "run", cfg, text=text)["train_time_s"] == res["train_time_s"]
+    assert train_run("spiking_kwta", tmp_path / "run", cfg, text=text,
+                     overrides={**TINY, "code_bits": 16, "k": 4})["train_time_s"] == res["train_time_s"]
 
     model, tok, ck = load_model(tmp_path / "run" / "ckpt.pt")
-    assert ck["arm"] == "spiking" and tok.decode(tok.encode("abc")) == "abc"
+    assert ck["family"] == "spiking_kwta" and tok.decode(tok.encode("abc")) == "abc"
     ids = torch.from_numpy(tok.encode(text[:16]))[None]
     torch.manual_seed(0)
-    fresh = build_model(ck["model_kind"], ck["model_config"]).eval()
+    fresh = build_model(ck["family"], ck["config"]).eval()
     assert not torch.allclose(fresh(ids)[0], model(ids)[0])   # the weights really were loaded
     fresh.load_state_dict(load_checkpoint(tmp_path / "run" / "ckpt.pt")["model"])
     assert torch.equal(fresh(ids)[0], model(ids)[0])

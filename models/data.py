@@ -1,7 +1,7 @@
 """Character-level data for the language-model experiments: tiny-shakespeare and a tokenizer.
 
-The corpus is read from ``$HDSPIKE_DATA/tinyshakespeare/input.txt`` (default
-``<repo>/../shared/data``), checked against its SHA-256, and split by position:
+The corpus is read from ``<data dir>/tinyshakespeare/input.txt`` (the one data setting,
+:func:`hdc.datasets.data_dir`: ``$HDSPIKE_DATA``, default ``<repo>/../shared/data``), checked against its SHA-256, and split by position:
 the first 90% of the characters train, the last 10% validate (nanoGPT's split).
 
 Shapes:
@@ -17,23 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from hdc.datasets import DatasetCorrupt, DatasetMissing, data_dir
+from hdc.io import write_json
+
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINYSHAKESPEARE_UPSTREAM = (
     "https://github.com/karpathy/char-rnn (data/tinyshakespeare/input.txt; raw: "
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)"
 )
-
-
-def data_dir() -> Path:
-    """The data directory: ``$HDSPIKE_DATA`` or ``<repo>/../shared/data``."""
-    return Path(os.environ.get("HDSPIKE_DATA", REPO.parent / "shared" / "data"))
 
 
 def tinyshakespeare_path(root: str | os.PathLike | None = None) -> Path:
@@ -43,12 +39,13 @@ def tinyshakespeare_path(root: str | os.PathLike | None = None) -> Path:
 def load_tinyshakespeare(root: str | os.PathLike | None = None, *, verify: bool = True) -> str:
     """Return the tiny-shakespeare text (1,115,394 characters), SHA-256 checked.
 
-    Raises FileNotFoundError naming the upstream address when the file is missing, and
-    ValueError when its checksum differs (a different or truncated copy).
+    Raises :class:`hdc.datasets.DatasetMissing` (a FileNotFoundError) naming the upstream
+    address when the file is missing, and :class:`hdc.datasets.DatasetCorrupt` (a ValueError)
+    when its checksum differs (a different or truncated copy).
     """
     path = tinyshakespeare_path(root)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DatasetMissing(
             f"tiny-shakespeare not found at {path}; download input.txt from {TINYSHAKESPEARE_UPSTREAM} "
             f"into <HDSPIKE_DATA>/tinyshakespeare/ (HDSPIKE_DATA is currently {data_dir()})"
         )
@@ -56,7 +53,7 @@ def load_tinyshakespeare(root: str | os.PathLike | None = None, *, verify: bool 
     if verify:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != TINYSHAKESPEARE_SHA256:
-            raise ValueError(f"{path}: SHA-256 {digest} != expected {TINYSHAKESPEARE_SHA256} "
+            raise DatasetCorrupt(f"{path}: SHA-256 {digest} != expected {TINYSHAKESPEARE_SHA256} "
                              f"(get the original from {TINYSHAKESPEARE_UPSTREAM})")
     return raw.decode("utf-8")
 
@@ -110,7 +107,7 @@ class CharTokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON, atomically."""
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CharTokenizer":
@@ -157,17 +154,3 @@ def eval_chunks(data: torch.Tensor, block_size: int) -> list[tuple[torch.Tensor,
         e = min(s + block_size, n_targets)
         out.append((data[s:e], data[s + 1:e + 1]))
     return out
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)   # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
