@@ -44,13 +44,22 @@ int hdc_bit_counts(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t d
 int hdc_bundle_majority(const uint64_t *x, int64_t n_rows, int64_t n_words, int64_t dim,
                         const uint64_t *tie, uint64_t *out, int threads);
 
+/* Causal top-k over a sequence: query i sits at position p = q_start + i and sees keys j in
+ * [lo, p - skip_recent], lo = max(0, p - window + 1) (window = 0: no window, lo = 0). Score:
+ * bitwise_count(q ^ key).sum() ascending (overlap = 0) or bitwise_count(q & key).sum()
+ * descending (overlap = 1); equal scores: the larger j first. Rows with fewer than k allowed
+ * keys end in score = idx = -1. Needs k >= 1, 0 <= q_start <= n - m, window, skip_recent >= 0. */
+int hdc_causal_topk(const uint64_t *q, int64_t m, const uint64_t *keys, int64_t n, int64_t n_words,
+                    int64_t k, int64_t q_start, int64_t window, int64_t skip_recent, int overlap,
+                    int32_t *out_score, int64_t *out_idx, int threads);
+
 /* ISA levels: 0 = portable C, 1 = AVX2, 2 = AVX-512 (F/BW/VL/VPOPCNTDQ). */
 int hdc_isa_supported(int level);   /* 1 if this CPU and OS can run the level */
 int hdc_detected_isa(void);         /* best supported level, found once by CPUID + XGETBV */
 int hdc_get_isa(void);              /* level in use now */
 int hdc_set_isa(int level);         /* 0, or HDC_EUNSUPPORTED / HDC_EINVAL */
 /* How many calls of kernel (0 bind, 1 popcount, 2 hamming_rows, 3 hamming_matrix, 4 topk,
- * 5 permute, 6 bit_counts, 7 bundle_majority) ran at level. */
+ * 5 permute, 6 bit_counts, 7 bundle_majority, 8 causal_topk) ran at level. */
 uint64_t hdc_call_count(int kernel, int level);
 /* 1 when the x86 SIMD levels were compiled in (0: non-x86 or -DHDC_PORTABLE_ONLY). */
 int hdc_simd_compiled(void);

@@ -83,6 +83,93 @@ static void hmat_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int
     }
 }
 
+/* Causal top-k scan of one query (the generic causal_scan, vectorised): 16 keys per step in
+ * 4 ymm, word w of key lo + r at kt[w * stride + r]; nibble-LUT byte counts fold into int64
+ * lanes every 31 words; tails by vpmaskmovq. One compare per 4 keys against the k-th kept
+ * cost; survivors enter the list in key order with <= (newer key wins ties). */
+static inline __attribute__((always_inline)) void causal_scan_t_avx2(const uint64_t *qrow, const uint64_t *kt,
+                                                                    int64_t stride, int64_t W, int64_t lo,
+                                                                    int64_t cnt, hdc_ctopk_list *L,
+                                                                    int32_t *buf, const int OV) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i top = _mm256_set1_epi64x(64 * W);
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    for (int64_t r = 0; r < cnt; r += 16) {
+        int64_t nr = cnt - r < 16 ? cnt - r : 16;
+        uint32_t valid = nr >= 16 ? 0xFFFFu : ((1u << nr) - 1);
+        __m256i nrv = _mm256_set1_epi64x(nr);
+        __m256i k0 = _mm256_cmpgt_epi64(nrv, lane);
+        __m256i k1 = _mm256_cmpgt_epi64(nrv, _mm256_add_epi64(lane, _mm256_set1_epi64x(4)));
+        __m256i k2 = _mm256_cmpgt_epi64(nrv, _mm256_add_epi64(lane, _mm256_set1_epi64x(8)));
+        __m256i k3 = _mm256_cmpgt_epi64(nrv, _mm256_add_epi64(lane, _mm256_set1_epi64x(12)));
+        __m256i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+        for (int64_t w0 = 0; w0 < W; w0 += 31) {
+            int64_t w1 = W - w0 < 31 ? W : w0 + 31;
+            __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+            for (int64_t w = w0; w < w1; w++) {
+                const long long *t = (const long long *)(kt + w * stride + r);
+                __m256i b = _mm256_set1_epi64x((long long)qrow[w]);
+                __m256i v0 = _mm256_maskload_epi64(t, k0), v1 = _mm256_maskload_epi64(t + 4, k1);
+                __m256i v2 = _mm256_maskload_epi64(t + 8, k2), v3 = _mm256_maskload_epi64(t + 12, k3);
+                if (OV) {
+                    v0 = _mm256_and_si256(v0, b); v1 = _mm256_and_si256(v1, b);
+                    v2 = _mm256_and_si256(v2, b); v3 = _mm256_and_si256(v3, b);
+                } else {
+                    v0 = _mm256_xor_si256(v0, b); v1 = _mm256_xor_si256(v1, b);
+                    v2 = _mm256_xor_si256(v2, b); v3 = _mm256_xor_si256(v3, b);
+                }
+                c0 = _mm256_add_epi8(c0, popcnt_bytes(v0, lut, low4));
+                c1 = _mm256_add_epi8(c1, popcnt_bytes(v1, lut, low4));
+                c2 = _mm256_add_epi8(c2, popcnt_bytes(v2, lut, low4));
+                c3 = _mm256_add_epi8(c3, popcnt_bytes(v3, lut, low4));
+            }
+            s0 = _mm256_add_epi64(s0, _mm256_sad_epu8(c0, zero));
+            s1 = _mm256_add_epi64(s1, _mm256_sad_epu8(c1, zero));
+            s2 = _mm256_add_epi64(s2, _mm256_sad_epu8(c2, zero));
+            s3 = _mm256_add_epi64(s3, _mm256_sad_epu8(c3, zero));
+        }
+        if (OV) {
+            s0 = _mm256_sub_epi64(top, s0); s1 = _mm256_sub_epi64(top, s1);
+            s2 = _mm256_sub_epi64(top, s2); s3 = _mm256_sub_epi64(top, s3);
+        }
+        int64_t d[16] __attribute__((aligned(32)));
+        if (buf) {
+            _mm256_store_si256((__m256i *)d, s0);
+            _mm256_store_si256((__m256i *)(d + 4), s1);
+            _mm256_store_si256((__m256i *)(d + 8), s2);
+            _mm256_store_si256((__m256i *)(d + 12), s3);
+            for (int64_t j = 0; j < nr; j++) buf[r + j] = (int32_t)d[j];
+            continue;
+        }
+        /* cost <= thr  <=>  not (cost > thr) */
+        __m256i thr = _mm256_set1_epi64x(L->thr);
+        uint32_t gt = (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(s0, thr))) |
+                      ((uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(s1, thr))) << 4) |
+                      ((uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(s2, thr))) << 8) |
+                      ((uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(s3, thr))) << 12);
+        uint32_t hit = ~gt & valid;
+        if (!hit) continue;
+        _mm256_store_si256((__m256i *)d, s0);
+        _mm256_store_si256((__m256i *)(d + 4), s1);
+        _mm256_store_si256((__m256i *)(d + 8), s2);
+        _mm256_store_si256((__m256i *)(d + 12), s3);
+        while (hit) {
+            int j = __builtin_ctz(hit);
+            hit &= hit - 1;
+            if (d[j] <= L->thr) hdc_ctopk_push(L, d[j], lo + r + j);  /* thr falls as the list fills */
+        }
+    }
+}
+
+static void causal_scan_v_avx2(const uint64_t *qrow, const uint64_t *kt, int64_t stride, int64_t W, int64_t lo,
+                               int64_t cnt, int overlap, hdc_ctopk_list *L, int32_t *buf) {
+    if (overlap) causal_scan_t_avx2(qrow, kt, stride, W, lo, cnt, L, buf, 1);
+    else causal_scan_t_avx2(qrow, kt, stride, W, lo, cnt, L, buf, 0);
+}
+
 const hdc_kernels hdc_kernels_avx2 = {
     .bind = bind_avx2,
     .popcount = popcount_avx2,
@@ -93,6 +180,7 @@ const hdc_kernels hdc_kernels_avx2 = {
     .permute = permute_avx2,
     .slice_count = slice_count_avx2,
     .col_width = 4,
+    .causal_scan = causal_scan_v_avx2,
 };
 
 #pragma GCC pop_options

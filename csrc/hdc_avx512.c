@@ -253,6 +253,76 @@ static void topk_range_avx512(const uint64_t *q, int64_t m, const uint64_t *x, i
     }
 }
 
+/* Causal top-k scan of one query (the generic causal_scan, vectorised): 32 keys per step in
+ * 4 zmm accumulators, word w of key lo + r at kt[w * stride + r] (consecutive keys are
+ * consecutive words), VPOPCNTQ, tails by masked loads. One VPCMPQ per 8 keys against the
+ * k-th kept cost rejects almost every block; survivors enter the list in key order with
+ * <=, so among equal costs the newer key wins. OV (a constant after inlining): overlap. */
+static inline __attribute__((always_inline)) void causal_scan_t_avx512(const uint64_t *qrow, const uint64_t *kt,
+                                                                      int64_t stride, int64_t W, int64_t lo,
+                                                                      int64_t cnt, hdc_ctopk_list *L,
+                                                                      int32_t *buf, const int OV) {
+    const __m512i top = _mm512_set1_epi64(64 * W);
+    for (int64_t r = 0; r < cnt; r += 32) {
+        int64_t nr = cnt - r < 32 ? cnt - r : 32;
+        uint32_t valid = nr >= 32 ? 0xFFFFFFFFu : ((1u << nr) - 1);
+        __mmask8 m0 = (__mmask8)valid, m1 = (__mmask8)(valid >> 8), m2 = (__mmask8)(valid >> 16),
+                 m3 = (__mmask8)(valid >> 24);
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t w = 0; w < W; w++) {
+            const uint64_t *t = kt + w * stride + r;
+            __m512i b = _mm512_set1_epi64((long long)qrow[w]);
+            __m512i v0 = _mm512_maskz_loadu_epi64(m0, t), v1 = _mm512_maskz_loadu_epi64(m1, t + 8);
+            __m512i v2 = _mm512_maskz_loadu_epi64(m2, t + 16), v3 = _mm512_maskz_loadu_epi64(m3, t + 24);
+            if (OV) {
+                v0 = _mm512_and_si512(v0, b); v1 = _mm512_and_si512(v1, b);
+                v2 = _mm512_and_si512(v2, b); v3 = _mm512_and_si512(v3, b);
+            } else {
+                v0 = _mm512_xor_si512(v0, b); v1 = _mm512_xor_si512(v1, b);
+                v2 = _mm512_xor_si512(v2, b); v3 = _mm512_xor_si512(v3, b);
+            }
+            a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(v0));
+            a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(v1));
+            a2 = _mm512_add_epi64(a2, _mm512_popcnt_epi64(v2));
+            a3 = _mm512_add_epi64(a3, _mm512_popcnt_epi64(v3));
+        }
+        if (OV) {
+            a0 = _mm512_sub_epi64(top, a0); a1 = _mm512_sub_epi64(top, a1);
+            a2 = _mm512_sub_epi64(top, a2); a3 = _mm512_sub_epi64(top, a3);
+        }
+        if (buf) {
+            _mm256_mask_storeu_epi32(buf + r, m0, _mm512_cvtepi64_epi32(a0));
+            _mm256_mask_storeu_epi32(buf + r + 8, m1, _mm512_cvtepi64_epi32(a1));
+            _mm256_mask_storeu_epi32(buf + r + 16, m2, _mm512_cvtepi64_epi32(a2));
+            _mm256_mask_storeu_epi32(buf + r + 24, m3, _mm512_cvtepi64_epi32(a3));
+            continue;
+        }
+        __m512i thr = _mm512_set1_epi64(L->thr);
+        uint32_t hit = (uint32_t)_mm512_cmple_epi64_mask(a0, thr) |
+                       ((uint32_t)_mm512_cmple_epi64_mask(a1, thr) << 8) |
+                       ((uint32_t)_mm512_cmple_epi64_mask(a2, thr) << 16) |
+                       ((uint32_t)_mm512_cmple_epi64_mask(a3, thr) << 24);
+        hit &= valid;
+        if (!hit) continue;
+        int64_t d[32] __attribute__((aligned(64)));
+        _mm512_store_si512(d, a0);
+        _mm512_store_si512(d + 8, a1);
+        _mm512_store_si512(d + 16, a2);
+        _mm512_store_si512(d + 24, a3);
+        while (hit) {
+            int j = __builtin_ctz(hit);
+            hit &= hit - 1;
+            if (d[j] <= L->thr) hdc_ctopk_push(L, d[j], lo + r + j);  /* thr falls as the list fills */
+        }
+    }
+}
+
+static void causal_scan_v_avx512(const uint64_t *qrow, const uint64_t *kt, int64_t stride, int64_t W, int64_t lo,
+                                 int64_t cnt, int overlap, hdc_ctopk_list *L, int32_t *buf) {
+    if (overlap) causal_scan_t_avx512(qrow, kt, stride, W, lo, cnt, L, buf, 1);
+    else causal_scan_t_avx512(qrow, kt, stride, W, lo, cnt, L, buf, 0);
+}
+
 const hdc_kernels hdc_kernels_avx512 = {
     .bind = bind_nt_avx512,
     .popcount = popcount_v_avx512,
@@ -263,6 +333,7 @@ const hdc_kernels hdc_kernels_avx512 = {
     .permute = permute_avx512,
     .slice_count = slice_count_avx512,
     .col_width = 8,
+    .causal_scan = causal_scan_v_avx512,
 };
 
 /* 16 independent (xor, popcnt, add) chains per step: the best case of the hamming tile */

@@ -35,6 +35,7 @@ const hdc_kernels hdc_kernels_portable = {
     .permute = permute_portable,
     .slice_count = slice_count_portable,
     .col_width = 1,
+    .causal_scan = causal_scan_portable,
 };
 
 /* ------------------------------------------------------------------ ISA detection */
@@ -606,6 +607,146 @@ int hdc_bundle_majority(const uint64_t *x, int64_t n_rows, int64_t n_words, int6
     if (!check_dim_words(dim, n_words) || n_rows < 1) return HDC_EINVAL;
     if (!x || !tie || !out) return HDC_EINVAL;
     return slice_run(kernels_for(K_BUNDLE), x, n_rows, n_words, dim, tie, NULL, out, threads);
+}
+
+/* ------------------------------------------------------------------ causal top-k */
+/* Past this many kept keys a running list costs too much per insertion (O(k)): the row's
+ * costs go to a buffer and are sorted instead. */
+#define HDC_CAUSAL_LIST_MAX 128
+#define HDC_CAUSAL_QUERY_BLOCK 8 /* queries per unit of work; units go round robin to threads */
+
+typedef struct {
+    const hdc_kernels *k;
+    const uint64_t *q, *kt; /* kt: word w of key j at kt[w * stride + (j - j0)] */
+    int64_t m, W, stride, j0, kk, q_start, window, skip;
+    int overlap, nthreads, err;
+    int32_t *os;
+    int64_t *oi;
+} causal_ctx;
+
+typedef struct { int64_t cost, j; } causal_pair;
+
+static int causal_pair_cmp(const void *pa, const void *pb) {
+    const causal_pair *a = (const causal_pair *)pa, *b = (const causal_pair *)pb;
+    if (a->cost != b->cost) return a->cost < b->cost ? -1 : 1;
+    return a->j > b->j ? -1 : (a->j < b->j); /* equal cost: the more recent key first */
+}
+
+/* The allowed keys of query i: lo .. lo + cnt - 1 (cnt may be 0). */
+static void causal_range(const causal_ctx *c, int64_t i, int64_t *lo, int64_t *cnt) {
+    int64_t p = c->q_start + i;
+    int64_t l = c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
+    int64_t h = p - c->skip + 1; /* exclusive */
+    *lo = l;
+    *cnt = h > l ? h - l : 0;
+}
+
+static void causal_query(causal_ctx *c, int64_t i, int32_t *buf, causal_pair *pairs) {
+    int64_t lo, cnt;
+    causal_range(c, i, &lo, &cnt);
+    int32_t *os = c->os + i * c->kk;
+    int64_t *oi = c->oi + i * c->kk;
+    int64_t ks = cnt < c->kk ? cnt : c->kk;
+    const uint64_t *qrow = c->q + i * c->W;
+    const uint64_t *kt = c->W > 0 && cnt > 0 ? c->kt + (lo - c->j0) : NULL;
+    if (ks > 0 && ks <= HDC_CAUSAL_LIST_MAX) {
+        hdc_ctopk_list L = {os, oi, 0, ks, INT64_MAX};
+        c->k->causal_scan(qrow, kt, c->stride, c->W, lo, cnt, c->overlap, &L, NULL);
+    } else if (ks > 0) {
+        c->k->causal_scan(qrow, kt, c->stride, c->W, lo, cnt, c->overlap, NULL, buf);
+        for (int64_t r = 0; r < cnt; r++) {
+            pairs[r].cost = buf[r];
+            pairs[r].j = lo + r;
+        }
+        qsort(pairs, (size_t)cnt, sizeof(causal_pair), causal_pair_cmp);
+        for (int64_t t = 0; t < ks; t++) {
+            os[t] = (int32_t)pairs[t].cost;
+            oi[t] = pairs[t].j;
+        }
+    }
+    if (c->overlap)
+        for (int64_t t = 0; t < ks; t++) os[t] = (int32_t)(64 * c->W - os[t]);
+    for (int64_t t = ks; t < c->kk; t++) {
+        os[t] = -1;
+        oi[t] = -1;
+    }
+}
+
+static void causal_worker(void *p, int64_t s, int64_t e, int tid) {
+    causal_ctx *c = (causal_ctx *)p;
+    (void)s; (void)e;
+    int32_t *buf = NULL;
+    causal_pair *pairs = NULL;
+    if (c->kk > HDC_CAUSAL_LIST_MAX) {
+        int64_t span = c->stride; /* no query sees more keys than the span */
+        buf = (int32_t *)malloc((size_t)span * sizeof(int32_t) + 4);
+        pairs = (causal_pair *)malloc((size_t)span * sizeof(causal_pair) + 16);
+        if (!buf || !pairs) {
+            __atomic_store_n(&c->err, HDC_ENOMEM, __ATOMIC_RELAXED);
+            free(buf);
+            free(pairs);
+            return;
+        }
+    }
+    /* query blocks round robin: causal rows grow with i, so contiguous ranges would not balance */
+    int64_t nb = (c->m + HDC_CAUSAL_QUERY_BLOCK - 1) / HDC_CAUSAL_QUERY_BLOCK;
+    for (int64_t b = tid; b < nb; b += c->nthreads) {
+        int64_t i1 = (b + 1) * HDC_CAUSAL_QUERY_BLOCK;
+        if (i1 > c->m) i1 = c->m;
+        for (int64_t i = b * HDC_CAUSAL_QUERY_BLOCK; i < i1; i++) causal_query(c, i, buf, pairs);
+    }
+    free(buf);
+    free(pairs);
+}
+
+int hdc_causal_topk(const uint64_t *q, int64_t m, const uint64_t *keys, int64_t n, int64_t n_words, int64_t k,
+                    int64_t q_start, int64_t window, int64_t skip_recent, int overlap, int32_t *out_score,
+                    int64_t *out_idx, int threads) {
+    CHECK_SIZES(m, n_words);
+    CHECK_SIZES(n, n_words);
+    if (n_words >= ((int64_t)1 << 25)) return HDC_ELIMIT; /* 64 * n_words must fit int32 */
+    if (k < 1 || m > ((int64_t)1 << 62) / k) return HDC_EINVAL;
+    if (q_start < 0 || q_start > n - m || window < 0 || skip_recent < 0 || (overlap != 0 && overlap != 1))
+        return HDC_EINVAL;
+    const hdc_kernels *kern = kernels_for(K_CAUSAL);
+    if (m == 0) return HDC_OK;
+    if (!q || !keys || !out_score || !out_idx) return HDC_EINVAL;
+    causal_ctx c;
+    memset(&c, 0, sizeof c);
+    c.k = kern; c.q = q; c.m = m; c.W = n_words; c.kk = k; c.q_start = q_start; c.window = window;
+    c.skip = skip_recent; c.overlap = overlap; c.os = out_score; c.oi = out_idx;
+    /* every query's keys lie in [j0, j1): lo and hi only grow with the position */
+    int64_t cnt_last, j1;
+    causal_range(&c, 0, &c.j0, &cnt_last);
+    causal_range(&c, m - 1, &j1, &cnt_last);
+    j1 += cnt_last;
+    int64_t span = j1 > c.j0 ? j1 - c.j0 : 0;
+    c.stride = span;
+    uint64_t *kt = NULL;
+    if (n_words == 1) {
+        c.kt = keys + c.j0; /* one word per key: the rows already are the word-major layout */
+    } else if (n_words > 1 && span > 0) {
+        kt = (uint64_t *)aligned_calloc64((size_t)span * (size_t)n_words * 8);
+        if (!kt) return HDC_ENOMEM;
+        for (int64_t j = 0; j < span; j++) {
+            const uint64_t *row = keys + (c.j0 + j) * n_words;
+            for (int64_t w = 0; w < n_words; w++) kt[w * span + j] = row[w];
+        }
+        c.kt = kt;
+    }
+    double work = 0;
+    for (int64_t i = 0; i < m; i++) {
+        int64_t lo, cnt;
+        causal_range(&c, i, &lo, &cnt);
+        work += (double)cnt * (double)(n_words > 0 ? n_words : 1);
+    }
+    int64_t nb = (m + HDC_CAUSAL_QUERY_BLOCK - 1) / HDC_CAUSAL_QUERY_BLOCK;
+    int nt = threads_for(threads, work);
+    if (nt > nb) nt = (int)nb;
+    c.nthreads = nt;
+    parallel_for(nt, nt, causal_worker, &c);
+    free(kt);
+    return c.err;
 }
 
 /* ------------------------------------------------------------------ shared scalar helpers */

@@ -21,7 +21,7 @@
 #define HDC_EUNSUPPORTED (-4) /* ISA level not supported by this CPU/OS or not compiled */
 
 enum { HDC_ISA_PORTABLE = 0, HDC_ISA_AVX2 = 1, HDC_ISA_AVX512 = 2, HDC_N_ISA = 3 };
-enum { K_BIND, K_POPCOUNT, K_HROWS, K_HMAT, K_TOPK, K_PERMUTE, K_BITCOUNTS, K_BUNDLE, HDC_N_KERNELS };
+enum { K_BIND, K_POPCOUNT, K_HROWS, K_HMAT, K_TOPK, K_PERMUTE, K_BITCOUNTS, K_BUNDLE, K_CAUSAL, HDC_N_KERNELS };
 
 /* Rows of one transposed block (the vertical layout): T[w * rows + r] = x[r][w]. */
 #define HDC_BLOCK_ROWS_512 32
@@ -54,6 +54,32 @@ static inline void hdc_topk_push(hdc_topk_list *L, int64_t d, int64_t i) {
     if (L->count == L->k) L->thr = L->dist[L->k - 1];
 }
 
+/* Running causal top-k of one query: sorted ascending by cost (distance, or 64 W - overlap),
+ * and among equal costs by descending index. Keys arrive in increasing index, so a key with
+ * cost <= thr (the k-th cost once full) beats every kept key of equal cost: it enters before
+ * them. That is the model's rule: ties go to the more recent key. */
+typedef struct {
+    int32_t *cost; /* (k,) */
+    int64_t *idx;  /* (k,) */
+    int64_t count;
+    int64_t k;
+    int64_t thr;
+} hdc_ctopk_list;
+
+static inline void hdc_ctopk_push(hdc_ctopk_list *L, int64_t c, int64_t j) {
+    /* caller guarantees c <= L->thr and j > every index in the list */
+    int64_t pos = L->count < L->k ? L->count : L->k - 1;
+    while (pos > 0 && L->cost[pos - 1] >= c) {
+        L->cost[pos] = L->cost[pos - 1];
+        L->idx[pos] = L->idx[pos - 1];
+        pos--;
+    }
+    L->cost[pos] = (int32_t)c;
+    L->idx[pos] = j;
+    if (L->count < L->k) L->count++;
+    if (L->count == L->k) L->thr = L->cost[L->k - 1];
+}
+
 /* A kernel set for one ISA level. Ranges are in rows (or word columns) so the
  * threading layer can split work without knowing the level. */
 typedef struct {
@@ -72,6 +98,11 @@ typedef struct {
     void (*slice_count)(const uint64_t *x, int64_t rows, int64_t W, int64_t c0, int64_t c1,
                         uint64_t *planes, int L);
     int col_width; /* word columns per vector: slice_count ranges are multiples of it */
+    /* causal top-k of one query over keys lo .. lo + cnt - 1, word w of key lo + r at
+     * kt[w * stride + r]: costs (distance, or 64 W - overlap) enter L in increasing key order;
+     * with buf != NULL the costs go to buf[r] instead (L unused) */
+    void (*causal_scan)(const uint64_t *qrow, const uint64_t *kt, int64_t stride, int64_t W, int64_t lo,
+                        int64_t cnt, int overlap, hdc_ctopk_list *L, int32_t *buf);
 } hdc_kernels;
 
 extern const hdc_kernels hdc_kernels_portable;

@@ -22,6 +22,7 @@ from .functional import (
     BundleAccumulator,
     bind,
     bundle,
+    causal_topk,
     check_words,
     from_bipolar,
     from_bitarray,
@@ -70,7 +71,7 @@ __all__ = [
     "backends", "backend_info", "available_backends", "get_backend_name", "set_backend",
     "use_backend", "get_num_threads", "set_num_threads",
     "random", "bind", "bundle", "weighted_bundle", "permute", "hamming", "similarity",
-    "hamming_matrix", "topk", "popcount", "tie_vector", "check_words",
+    "hamming_matrix", "topk", "causal_topk", "popcount", "tie_vector", "check_words",
     "to_bool", "from_bool", "to_bipolar", "from_bipolar", "to_bitarray", "from_bitarray",
     "n_words_for", "pack_bits", "unpack_bits", "pad_mask",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "similarity",
     "hamming_matrix",
     "topk",
+    "causal_topk",
     "popcount",
     "to_bool",
     "from_bool",
@@ -470,6 +471,69 @@ def topk(Q: np.ndarray, X: np.ndarray, k: int, *, chunk_rows: int | None = None,
         best_d = np.take_along_axis(cat_d, order, axis=1)
         best_i = np.take_along_axis(cat_i, order, axis=1)
     return np.ascontiguousarray(best_d), np.ascontiguousarray(best_i)
+
+
+# ---------------------------------------------------------------- causal top-k
+CAUSAL_METRICS = ("hamming", "overlap")
+
+
+def causal_topk(Q: np.ndarray, K: np.ndarray, k: int, *, window: int | None = None, skip_recent: int = 0,
+                metric: str = "hamming", q_start: int | None = None, threads: int | None = None):
+    """The ``k`` best earlier keys of each query in a sequence, ties to the more recent key.
+
+    Query row i sits at position ``p = q_start + i`` (default ``q_start = n - m``: the queries
+    are the last m positions, so m == n is a prefill and m == 1 one decode step). It may see
+    keys ``j`` with ``lo <= j <= p - skip_recent``, where ``lo = max(0, p - window + 1)`` with a
+    ``window`` (w keys up to and including its own position) and 0 without. ``skip_recent = w``
+    keeps only the keys outside a local window of w (the brain prior's far keys).
+
+    ``metric="hamming"``: score ``popcount(q ^ k)``, smaller is better; ``"overlap"``:
+    ``popcount(q & k)``, larger is better. Rows are best first; equal scores go to the larger
+    j. A row with fewer than k allowed keys is padded at the end with score = idx = -1.
+
+    Shapes: Q (m, W), K (n, W) uint64 -> (scores (m, k) int32, idx (m, k) int64).
+    Example: ``s, j = hdc.causal_topk(codes, codes, 8)`` (causal prefill over T = n positions)
+    """
+    check_words(Q, "Q")
+    check_words(K, "K")
+    if Q.ndim != 2 or K.ndim != 2:
+        raise ValueError(f"Q and K must be 2-D (rows, n_words), got shapes {Q.shape} and {K.shape}")
+    _same_words(Q, K)
+    if Q.shape[1] * WORD_BITS > _MAX_DIM_INT32:
+        raise ValueError(f"vectors of {Q.shape[1]} words exceed the int32 score limit "
+                         f"({_MAX_DIM_INT32} bits)")
+    m, n = Q.shape[0], K.shape[0]
+    k = _check_int(k, "k")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if window is not None:
+        window = _check_int(window, "window")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 (keys up to and including the query's own "
+                             f"position) or None for no window, got {window}")
+    skip_recent = _check_int(skip_recent, "skip_recent")
+    if skip_recent < 0:
+        raise ValueError(f"skip_recent must be >= 0, got {skip_recent}")
+    if metric not in CAUSAL_METRICS:
+        raise ValueError(f"metric must be one of {CAUSAL_METRICS}, got {metric!r}")
+    if q_start is None:
+        q_start = n - m
+        if q_start < 0:
+            raise ValueError(f"Q has {m} query rows but K only {n} keys: with the default "
+                             f"q_start = n - m the queries must be the last positions, so m <= n")
+    else:
+        q_start = _check_int(q_start, "q_start")
+        if q_start < 0 or q_start + m > n:
+            raise ValueError(f"q_start={q_start} puts the {m} queries at positions {q_start}.."
+                             f"{q_start + m - 1}, outside the {n} keys: need 0 <= q_start <= "
+                             f"{n - m}")
+    threads = _bk.resolve_threads(threads)
+    scores = np.empty((m, k), np.int32)
+    idx = np.empty((m, k), np.int64)
+    if m:
+        _bk.get_backend().causal_topk(Q, K, k, q_start, window, skip_recent, metric == "overlap",
+                                      scores, idx, threads)
+    return scores, idx
 
 
 # ---------------------------------------------------------------- conversions

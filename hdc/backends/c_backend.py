@@ -39,13 +39,13 @@ else:
 
 __all__ = [
     "NAME", "bind", "popcount", "hamming_rows", "hamming_matrix", "topk", "permute", "bit_counts",
-    "bundle_majority", "ISA_NAMES", "KERNELS", "isa_levels", "get_isa", "set_isa", "use_isa",
+    "bundle_majority", "causal_topk", "ISA_NAMES", "KERNELS", "isa_levels", "get_isa", "set_isa", "use_isa",
     "detected_isa", "call_count", "sanitized", "MAX_WORDS_DISTANCE",
 ]
 
 ISA_NAMES = ("portable", "avx2", "avx512")
 KERNELS = ("bind", "popcount", "hamming_rows", "hamming_matrix", "topk", "permute", "bit_counts",
-           "bundle_majority")
+           "bundle_majority", "causal_topk")
 MAX_WORDS_DISTANCE = 1 << 25  # int32 distances: 64 * n_words must stay below 2**31
 
 _U64 = np.dtype(np.uint64)
@@ -290,6 +290,41 @@ def bundle_majority(x, dim, tie, out, threads=1):
                                  _ptr(out, "uint64_t[]"), _threads(threads))
     if rc:
         _raise(rc, "bundle_majority")
+
+
+def _int_arg(v, name: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    return int(v)
+
+
+def causal_topk(q, x, k, q_start, window, skip_recent, overlap, out_score, out_idx, threads=1):
+    """The k best keys of each query among x[lo .. p - skip_recent], p = q_start + i, ties to the
+    larger index; ``window`` None or >= 1. See :func:`hdc.backends.numpy_ref.causal_topk`.
+
+    Shapes: q (m, W), x (n, W) uint64; out_score (m, k) int32, out_idx (m, k) int64.
+    """
+    m, n, W = _query_db(q, x)
+    k = _int_arg(k, "k")
+    q_start = _int_arg(q_start, "q_start")
+    skip_recent = _int_arg(skip_recent, "skip_recent")
+    win = 0 if window is None else _int_arg(window, "window")
+    if k < 1 or q_start < 0 or q_start + m > n or skip_recent < 0 or (window is not None and win < 1):
+        raise ValueError(f"causal_topk needs k >= 1, 0 <= q_start <= n - m, skip_recent >= 0 and "
+                         f"window >= 1 or None; got k={k}, q_start={q_start} (m={m}, n={n}), "
+                         f"skip_recent={skip_recent}, window={window}")
+    _arr(out_score, "out_score", _I32, True)
+    _arr(out_idx, "out_idx", _I64, True)
+    if out_score.shape != (m, k) or out_idx.shape != (m, k):
+        raise ValueError(f"out_score and out_idx must have shape {(m, k)}, got {out_score.shape} and "
+                         f"{out_idx.shape}")
+    if W >= MAX_WORDS_DISTANCE:
+        raise OverflowError(f"n_words={W} too large for int32 scores (limit {MAX_WORDS_DISTANCE - 1})")
+    rc = lib.hdc_causal_topk(_ptr(q, "uint64_t[]"), m, _ptr(x, "uint64_t[]"), n, W, k, q_start, win,
+                             skip_recent, 1 if overlap else 0, _ptr(out_score, "int32_t[]"),
+                             _ptr(out_idx, "int64_t[]"), _threads(threads))
+    if rc:
+        _raise(rc, "causal_topk")
 
 
 # ------------------------------------------------------------------ ISA control

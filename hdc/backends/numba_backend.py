@@ -221,6 +221,100 @@ def _majority(counts, n, dim, tie, out):
         out[w] = v
 
 
+# ---------------------------------------------------------------- causal top-k
+# A running list costs O(k) per insertion; past this k a row is sorted instead.
+_CAUSAL_LIST_MAX = 128
+_CAUSAL_QUERY_BLOCK = 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _causal_insert(cost_row, idx_row, cnt, k, c, j):
+    """Insert (c, j) into a row sorted by cost ascending. j is larger than every kept index,
+    so it goes before the kept keys of equal cost (``>=``): the recency tie rule."""
+    p = cnt if cnt < k else k - 1
+    while p > 0 and cost_row[p - 1] >= c:
+        cost_row[p] = cost_row[p - 1]
+        idx_row[p] = idx_row[p - 1]
+        p -= 1
+    cost_row[p] = c
+    idx_row[p] = j
+    return cnt + 1 if cnt < k else cnt
+
+
+@njit(cache=True, nogil=True)
+def _causal_rows(q, kt, j0, k, q_start, window, skip, overlap, i0, i1, out_s, out_i, buf):
+    """Queries [i0, i1): costs of each query's allowed keys into buf, then its top-k.
+
+    kt: (W, span) word-major keys j0 .. j0 + span - 1, so the cost loop runs over contiguous
+    keys (vectorised, VPOPCNTQ). Cost = distance, or 64 W - overlap: smaller is better either
+    way; the scan runs in increasing j, so ``<=`` against the k-th cost keeps the recency rule.
+    """
+    W = q.shape[1]
+    top = 64 * W
+    for i in range(i0, i1):
+        p = q_start + i
+        hi = p - skip + 1  # exclusive
+        lo = max(0, p - window + 1) if window > 0 else 0
+        cnt = hi - lo
+        ks = 0
+        if cnt > 0:
+            b = lo - j0
+            for r in range(cnt):
+                buf[r] = 0
+            for w in range(W):
+                qv = q[i, w]
+                if overlap:
+                    for r in range(cnt):
+                        buf[r] += _popc(qv & kt[w, b + r])
+                else:
+                    for r in range(cnt):
+                        buf[r] += _popc(qv ^ kt[w, b + r])
+            if overlap:
+                for r in range(cnt):
+                    buf[r] = top - buf[r]
+            ks = min(k, cnt)
+            if ks <= _CAUSAL_LIST_MAX:
+                n_kept = 0
+                thr = np.int64(1) << 62
+                for r in range(cnt):
+                    c = buf[r]
+                    if c <= thr:
+                        n_kept = _causal_insert(out_s[i], out_i[i], n_kept, ks, c, lo + r)
+                        if n_kept == ks:
+                            thr = out_s[i, ks - 1]
+            else:
+                # unique composite: cost first, then the larger j (smaller cnt - 1 - r) first
+                comp = buf[:cnt] * cnt + (cnt - 1 - np.arange(cnt))
+                order = np.argsort(comp)[:ks]
+                for t in range(ks):
+                    out_s[i, t] = buf[order[t]]
+                    out_i[i, t] = lo + order[t]
+            if overlap:
+                for t in range(ks):
+                    out_s[i, t] = top - out_s[i, t]
+        for t in range(ks, k):
+            out_s[i, t] = -1
+            out_i[i, t] = -1
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _causal_topk(q, kt, j0, k, q_start, window, skip, overlap, out_s, out_i):
+    m = q.shape[0]
+    span = kt.shape[1]
+    nb = (m + _CAUSAL_QUERY_BLOCK - 1) // _CAUSAL_QUERY_BLOCK
+    # causal rows grow with i: pair block b with block nb - 1 - b so every task has equal work
+    for t in prange((nb + 1) // 2):
+        buf = np.empty(span, np.int64)
+        i0 = t * _CAUSAL_QUERY_BLOCK
+        _causal_rows(q, kt, j0, k, q_start, window, skip, overlap, i0,
+                     min(i0 + _CAUSAL_QUERY_BLOCK, m), out_s, out_i, buf)
+        b = nb - 1 - t
+        if b != t:  # the middle block of an odd count runs once
+            i0 = b * _CAUSAL_QUERY_BLOCK
+            _causal_rows(q, kt, j0, k, q_start, window, skip, overlap, i0,
+                         min(i0 + _CAUSAL_QUERY_BLOCK, m), out_s, out_i, buf)
+
+
 def _threads(threads: int) -> None:
     t = min(threads, numba.config.NUMBA_NUM_THREADS)
     if numba.get_num_threads() != t:
@@ -286,3 +380,17 @@ def bundle_majority(x, dim, tie, out, threads=1):
     counts = np.zeros(x.shape[1] * 64, np.int64)
     _bit_counts(x, dim, counts)
     _majority(counts, x.shape[0], dim, tie, out)
+
+
+def causal_topk(q, x, k, q_start, window, skip_recent, overlap, out_score, out_idx, threads=1):
+    _threads(threads)
+    m = q.shape[0]
+    w = 0 if window is None else window
+    # keys any query may see: [j_lo, j_hi); lo and hi only grow with the query position
+    j_lo = max(0, q_start - w + 1) if w else 0
+    j_hi = max(j_lo, q_start + m - skip_recent)
+    keys = x[j_lo:j_hi]
+    kt = keys.reshape(1, -1) if x.shape[1] == 1 else np.ascontiguousarray(keys.T)  # (W, span)
+    s = np.empty((m, k), np.int64)
+    _causal_topk(q, kt, j_lo, k, q_start, w, skip_recent, bool(overlap), s, out_idx)
+    out_score[...] = s

@@ -58,3 +58,30 @@ def bundle_majority(x, dim, tie, out, threads=1):
     bit_counts(x, dim, counts)
     tie_bits = unpack_bits(tie, dim)
     out[...] = pack_bits((2 * counts > n) | ((2 * counts == n) & tie_bits))
+
+
+def causal_topk(q, x, k, q_start, window, skip_recent, overlap, out_score, out_idx, threads=1):
+    """For query i at position p = q_start + i: the k best keys j in [lo, p - skip_recent],
+    lo = max(0, p - window + 1) (0 when window is None), by score, ties to the larger j.
+
+    Score: ``popcount(q ^ x)`` (smaller is better) or, with ``overlap``, ``popcount(q & x)``
+    (larger is better). Rows with fewer than k allowed keys end in (score, idx) = (-1, -1).
+    """
+    out_score.fill(-1)
+    out_idx.fill(-1)
+    for i in range(q.shape[0]):
+        p = q_start + i
+        lo = 0 if window is None else max(0, p - window + 1)
+        hi = p - skip_recent
+        if hi < lo:
+            continue
+        j = np.arange(lo, hi + 1)
+        keys = x[lo:hi + 1]
+        if overlap:
+            s = np.bitwise_count(q[i] & keys).sum(axis=-1, dtype=np.int64)
+            order = np.lexsort((-j, -s))[:k]  # score descending, then the larger j first
+        else:
+            s = np.bitwise_count(q[i] ^ keys).sum(axis=-1, dtype=np.int64)
+            order = np.lexsort((-j, s))[:k]  # distance ascending, then the larger j first
+        out_score[i, :order.size] = s[order]
+        out_idx[i, :order.size] = j[order]
