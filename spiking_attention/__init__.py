@@ -15,7 +15,7 @@ from .attention import (DenseCausalAttention, SpikingKWTAAttention, TopKSoftmaxA
                         brain_prior_mask)
 from .stats import ReportsStats, StatsMixin, reporting_layers
 from .accounting import ENERGY_PRESETS, account_model, energy_estimate, write_report
-from .packed import PackedSpikingAttention, pack_codes, packed_model, packed_scores, select_winners
+from .packed import KVCache, PackedSpikingAttention, pack_codes, packed_scores, select_winners
 
 __all__ = [
     "SURROGATES", "get_surrogate", "heaviside", "spike",
@@ -25,5 +25,5 @@ __all__ = [
     "DenseCausalAttention", "SpikingKWTAAttention", "TopKSoftmaxAttention", "allowed_keys", "brain_prior_mask",
     "ReportsStats", "StatsMixin", "reporting_layers",
     "ENERGY_PRESETS", "account_model", "energy_estimate", "write_report",
-    "PackedSpikingAttention", "pack_codes", "packed_model", "packed_scores", "select_winners",
+    "KVCache", "PackedSpikingAttention", "pack_codes", "packed_scores", "select_winners",
 ]

@@ -343,6 +343,12 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
                 "packed_word_ops": float(n_allowed * n_words_for(self.code_bits)),
                 "mac": n_win + n_win * self.head_size, "ac": score_ac + float(n_allowed)}
 
+    def packed(self, **kw):
+        """This layer's inference form on packed binary codes with a packed KV cache
+        (:class:`spiking_attention.packed.PackedSpikingAttention`; ``kw``: method, threads, ...)."""
+        from .packed import PackedSpikingAttention
+        return PackedSpikingAttention(self, **kw)
+
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
                 f"score={self.score}, neuron={self.neuron}, surrogate={self.surrogate}, output={self.output}, "
