@@ -5,13 +5,12 @@ head, k = 8) at contexts 256 .. 8,192, in one run:
 
 * **prefill**: the whole causal sequence. Dense: ``F.scaled_dot_product_attention(is_causal)``
   on float q, k, v (torch's fused kernel). Packed: pack the binary codes, causal Hamming
-  top-k, softmax over the k winners, aggregate their values; the default method is the
-  compiled causal kernel (``method="causal_kernel"``), and the hdc-kernel method
-  (``"fused_topk"``: hdc.topk on past keys + Hamming matrix on the diagonal block) is timed
-  beside it. Also the torch k-WTA training path (integer scores by matmul, exact k-WTA mask,
-  softmax) where it fits in memory.
+  top-k (:func:`hdc.causal_topk`, the backend registry's kernel), softmax over the k
+  winners, aggregate their values. Beside it, where they fit in memory: the plain matrix
+  method (:func:`hdc.hamming_matrix` + NumPy selection) and the torch k-WTA training path
+  (integer scores by matmul, exact k-WTA mask, softmax).
 * **decode**: one new query against ``T`` cached keys. Dense: SDPA of one query row. Packed:
-  fused :func:`hdc.topk` over the packed keys (newest first), softmax over k, k value rows.
+  the backend's causal top-k over the cached packed keys, softmax over k, k value rows.
 
 Only the attention core is timed: the Q/K/V/output projections are the same dense matrix
 products in both paths. Ratios are dense time / packed time (> 1: packed is faster), each
@@ -37,7 +36,9 @@ import hdc  # noqa: E402
 from bench._common import make_parser, print_table, time_it, write_json  # noqa: E402
 from spiking_attention.attention import SpikingKWTAAttention, allowed_keys  # noqa: E402
 from spiking_attention.kwta import kwta_mask  # noqa: E402
-from spiking_attention.packed import PACKED_CALLS, PackedSpikingAttention, pack_codes  # noqa: E402
+from hdc.io import atomic_write  # noqa: E402
+from hdc.provenance import repo_relative  # noqa: E402
+from spiking_attention.packed import PackedSpikingAttention, pack_codes  # noqa: E402
 
 NAME = "lm_inference"
 
@@ -67,6 +68,13 @@ def _timed(fn, quick: bool) -> dict:
     return time_it(fn, repeats=_repeats(first, quick), warmup=0)
 
 
+def _kernel_calls() -> int | None:
+    """Calls of the C causal_topk kernel so far (counted inside the kernel), None off the C backend."""
+    if hdc.get_backend_name() != "c":
+        return None
+    return hdc.backends.load_backend("c").call_count("causal_topk")
+
+
 def bench_context(T: int, *, C: int, nh: int, cb: int, k: int, quick: bool, torch_kwta_max: int,
                   threads: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
@@ -90,10 +98,10 @@ def bench_context(T: int, *, C: int, nh: int, cb: int, k: int, quick: bool, torc
     def packed_prefill():
         return patt.core_from_codes(pack_codes(q), pack_codes(kc), v_np)[0]
 
-    patt_hdc = PackedSpikingAttention(att, threads=threads, method="fused_topk")
+    patt_matrix = PackedSpikingAttention(att, threads=threads, method="matrix")
 
-    def packed_prefill_hdc():
-        return patt_hdc.core_from_codes(pack_codes(q), pack_codes(kc), v_np)[0]
+    def packed_prefill_matrix():
+        return patt_matrix.core_from_codes(pack_codes(q), pack_codes(kc), v_np)[0]
 
     def torch_kwta_prefill():
         with torch.no_grad():
@@ -101,20 +109,18 @@ def bench_context(T: int, *, C: int, nh: int, cb: int, k: int, quick: bool, torc
             win = kwta_mask(s, att.k, allowed_keys(att, T, T))
             return att.aggregate(s, win, v)
 
-    calls0 = dict(PACKED_CALLS)
+    calls0 = _kernel_calls()
     r_d = _timed(dense_prefill, quick)
     r_p = _timed(packed_prefill, quick)
-    r_h = _timed(packed_prefill_hdc, quick)
-    if PACKED_CALLS["causal_kernel"] == calls0["causal_kernel"] or (
-            T > patt_hdc.block_rows and PACKED_CALLS["topk"] == calls0["topk"]):
-        raise RuntimeError("a packed kernel did not run")
+    if calls0 is not None and _kernel_calls() == calls0:
+        raise RuntimeError("the C causal_topk kernel did not run")
     row.update(prefill_dense_s=r_d["median_s"], prefill_packed_s=r_p["median_s"],
-               prefill_packed_hdc_topk_s=r_h["median_s"],
-               prefill_speedup=r_d["median_s"] / r_p["median_s"],
-               prefill_speedup_hdc_topk=r_d["median_s"] / r_h["median_s"])
-    if not np.allclose(packed_prefill(), packed_prefill_hdc(), atol=1e-6):
-        raise RuntimeError("the two packed methods disagree")
+               prefill_speedup=r_d["median_s"] / r_p["median_s"])
     if T <= torch_kwta_max:
+        r_m = _timed(packed_prefill_matrix, quick)
+        row["prefill_packed_matrix_s"] = r_m["median_s"]
+        if not np.allclose(packed_prefill(), packed_prefill_matrix(), atol=1e-6):
+            raise RuntimeError("the kernel and matrix methods disagree")
         r_t = _timed(torch_kwta_prefill, quick)
         row["prefill_torch_kwta_s"] = r_t["median_s"]
         y_ref = torch_kwta_prefill().numpy()
@@ -152,8 +158,7 @@ def trained_check(ckpt: Path, *, n_seqs: int = 16, n_tie_seqs: int = 256) -> dic
     tie rule's weight: validation nats/char of the first ``n_tie_seqs`` non-overlapping chunks
     under the trained rule (recent key wins) and with ties flipped to the older key (no retraining).
     """
-    from spiking_attention.packed import packed_model
-    from spiking_attention.train import load_model, prepare_data
+    from models.train import load_model, prepare_data
 
     model, tok, meta = load_model(ckpt)
     _, _, val = prepare_data()
@@ -168,8 +173,7 @@ def trained_check(ckpt: Path, *, n_seqs: int = 16, n_tie_seqs: int = 256) -> dic
     ref, _ = model(idx)
     for h in hooks:
         h.remove()
-    with packed_model(model):
-        out, _ = model(idx)
+    out, _ = model.packed()(idx)
     layers = []
     for i, m in enumerate(mods):
         x = layer_in[i]
@@ -183,13 +187,12 @@ def trained_check(ckpt: Path, *, n_seqs: int = 16, n_tie_seqs: int = 256) -> dic
             rows = np.broadcast_to(np.arange(T)[:, None], w_idx.shape)
             mask[rows[valid], w_idx[valid]] = True
             diff_rows += int((mask != win_t[b, h].numpy()).any(1).sum())
-        m(x)  # refresh last_stats
-        st = m.last_stats
+        m(x)  # this layer's statistics on this input (stats protocol)
+        st = m.layer_stats()
         layers.append({"layer": i, "rows": int(idx.shape[0] * m.n_head * T), "rows_with_different_winners": diff_rows,
                        "q_firing_rate": st["q_firing_rate"], "k_firing_rate": st["k_firing_rate"],
                        "q_silent_token_frac": st["q_silent_token_frac"],
-                       "k_silent_token_frac": st["k_silent_token_frac"], "tie_at_cut_frac": st["tie_at_cut_frac"],
-                       "kernel_pair_frac": patt.last_info["pairs_computed"] / max(1, patt.last_info["pairs_total"])})
+                       "k_silent_token_frac": st["k_silent_token_frac"], "tie_at_cut_frac": st["tie_at_cut_frac"]})
     # tie-rule sensitivity on more text (torch path; the packed path implements "recent" only)
     n_tie = min(n_tie_seqs, (len(val) - 1) // T)
     xs = torch.stack([val[i * T:(i + 1) * T] for i in range(n_tie)])
@@ -202,7 +205,8 @@ def trained_check(ckpt: Path, *, n_seqs: int = 16, n_tie_seqs: int = 256) -> dic
         tie[rule] = sum(losses) / n_tie
     for m in mods:
         m.tie_rule = "recent"
-    return {"checkpoint": str(ckpt), "checkpoint_arm": meta.get("arm"), "tokens": int(idx.numel()),
+    return {"checkpoint": repo_relative(ckpt), "family": meta["family"], "variant": meta.get("variant"),
+            "tokens": int(idx.numel()),
             "max_abs_logit_diff": float((out - ref).abs().max()),
             "argmax_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()), "layers": layers,
             "tie_rule_val_nats_per_char": {**tie, "chars": n_tie * T,
@@ -222,8 +226,6 @@ def plot(rows: list[dict], path: Path) -> None:
         Ts = [r["T"] for r in rs]
         axes[0].plot(Ts, [r["prefill_speedup"] for r in rs], "o-", label=f"prefill, {cb}-bit codes")
         axes[0].plot(Ts, [r["decode_speedup"] for r in rs], "s--", label=f"decode, {cb}-bit codes")
-        axes[0].plot(Ts, [r["prefill_speedup_hdc_topk"] for r in rs], "^:", alpha=0.6,
-                     label=f"prefill via hdc.topk, {cb}-bit")
         axes[1].plot(Ts, [r["prefill_packed_s"] * 1e3 for r in rs], "o:", label=f"packed prefill ({cb}-bit)")
         axes[1].plot(Ts, [r["decode_packed_s"] * 1e3 for r in rs], "s:", label=f"packed decode ({cb}-bit)")
     first = [r for r in rows if r["code_bits"] == rows[0]["code_bits"]]
@@ -241,15 +243,13 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].set_yticks([0.1, 0.2, 0.5, 1, 2, 5], ["0.1", "0.2", "0.5", "1", "2", "5"])
-    ratios = [r[k] for r in rows for k in ("prefill_speedup", "decode_speedup", "prefill_speedup_hdc_topk")]
+    ratios = [r[k] for r in rows for k in ("prefill_speedup", "decode_speedup")]
     lo, hi = min(ratios), max(ratios)
     axes[0].set_ylim(lo / 1.3, hi * 1.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> dict:
@@ -277,7 +277,7 @@ def main(argv=None) -> dict:
             rows.append(r)
             print(f"  T={T:5d} cb={cb:4d}  prefill x{r['prefill_speedup']:.2f}  decode x{r['decode_speedup']:.2f}",
                   flush=True)
-    print_table(rows, ["T", "code_bits", "prefill_dense_s", "prefill_packed_s", "prefill_packed_hdc_topk_s",
+    print_table(rows, ["T", "code_bits", "prefill_dense_s", "prefill_packed_s", "prefill_packed_matrix_s",
                        "prefill_torch_kwta_s", "prefill_speedup", "decode_dense_s", "decode_packed_s", "decode_speedup",
                        "packed_vs_torch_max_abs_diff"])
     wins_pre = [(r["T"], r["code_bits"]) for r in rows if r["prefill_speedup"] > 1]
@@ -302,9 +302,9 @@ def main(argv=None) -> dict:
                    "hdc_backend": hdc.get_backend_name(),
                    "timed": "attention core only (projections identical in both paths); median seconds",
                    "dense": "torch F.scaled_dot_product_attention, float32, causal (prefill) / one row (decode)",
-                   "packed": "pack codes + causal Hamming top-k (compiled causal kernel; hdc.topk method beside "
-                             "it) + softmax over k + k value rows; decode: hdc.topk over newest-first keys"},
-        "rows": rows, "summary": summary, "trained_check": trained, "plot": str(png),
+                   "packed": "pack codes + hdc.causal_topk (matrix method beside it where it fits) + softmax "
+                             "over k + k value rows; decode: the backend's causal_topk over the cached keys"},
+        "rows": rows, "summary": summary, "trained_check": trained, "plot": repo_relative(png),
         "wall_s": time.perf_counter() - t_start,
     }
     path = write_json(out, NAME, payload)
