@@ -42,7 +42,7 @@ import hdc
 from hdc import backends as _bk
 from hdc.packing import n_words_for
 
-from .attention import SpikingKWTAAttention, _check_input, allowed_keys
+from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys
 
 __all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
            "PackedSpikingAttention", "KVCache", "METHODS"]
@@ -73,8 +73,8 @@ def packed_scores(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, scor
     ``overlap`` uses ``|q AND k| = (|q| + |k| - hamming(q, k)) / 2``, so the one Hamming kernel
     serves both scores. Shapes: q_words (m, W), k_words (n, W) -> (m, n) int64.
     """
-    if score not in ("hamming", "overlap"):
-        raise ValueError(f"score must be 'hamming' or 'overlap', got {score!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     ham = hdc.hamming_matrix(q_words, k_words, threads=threads).astype(np.int64)     # (m, n)
     if score == "hamming":
         return code_bits - 2 * ham

@@ -201,3 +201,91 @@ def test_train_run_save_load_and_sample(tmp_path, capsys):
     assert main(["--sample", "--ckpt", str(tmp_path / "run" / "ckpt.pt"), "--prompt", "ab", "--n", "25"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ab") and len(out.rstrip("\n")) >= 25 and set(out) <= set(text) | {"\n"}
+
+
+# ----------------------------------------------------------------------------- runs that must be refused
+
+def _tiny_run(tmp_path, text, *, family="spiking_kwta", iters=6, **over):
+    cfg = TrainConfig(max_iters=iters, batch_size=4, warmup_iters=2, eval_batch_size=8, ckpt_every=3)
+    return train_run(family, tmp_path / "run", cfg, text=text, progress=False,
+                     overrides={**TINY, **({"code_bits": 16, "k": 4} if family == "spiking_kwta" else {}), **over})
+
+
+def test_cached_result_of_another_run_is_refused(tmp_path):
+    """A result.json made by another family or config is never returned as this run's result."""
+    text = _random_text(reps=12)
+    _tiny_run(tmp_path, text, family="gpt", iters=5)
+    with pytest.raises(ValueError, match=r"family: 'gpt' there, 'spiking_kwta' asked"):
+        _tiny_run(tmp_path, text, iters=5)
+    with pytest.raises(ValueError, match=r"train\.max_iters: 5 there, 9 asked"):
+        _tiny_run(tmp_path, text, family="gpt", iters=9)
+    with pytest.raises(ValueError, match=r"config\.n_layer: 2 there, 1 asked"):
+        _tiny_run(tmp_path, text, family="gpt", iters=5, n_layer=1)
+    assert _tiny_run(tmp_path, text, family="gpt", iters=5)["steps"] == 5    # the same run: cached
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    tok, ids = _data(_random_text(reps=5))
+    mcfg = {"vocab_size": tok.vocab_size, **TINY, "code_bits": 16, "k": 3}
+    tc = TrainConfig(max_iters=8, batch_size=4, warmup_iters=2, ckpt_every=2, seed=1)
+    m = build_model("spiking_kwta", mcfg)
+    train(m, ids, tc, ckpt_path=tmp_path / "c.pt", stop_after=4, progress=False, family="spiking_kwta",
+          extra_state={"config": mcfg})
+    with pytest.raises(ValueError, match=r"config\.k: 3 there, 5 asked"):
+        train(build_model("spiking_kwta", {**mcfg, "k": 5}), ids, tc, ckpt_path=tmp_path / "c.pt",
+              progress=False, family="spiking_kwta", extra_state={"config": {**mcfg, "k": 5}})
+    with pytest.raises(ValueError, match=r"family: 'spiking_kwta' there, 'gpt' asked"):
+        dense = {k: v for k, v in mcfg.items() if k not in ("code_bits", "k")}
+        train(build_model("gpt", dense), ids, tc, ckpt_path=tmp_path / "c.pt", progress=False, family="gpt",
+              extra_state={"config": dense})
+    with pytest.raises(ValueError, match=r"train\.learning_rate"):
+        train(build_model("spiking_kwta", mcfg), ids, TrainConfig(**{**tc.__dict__, "learning_rate": 5e-4}),
+              ckpt_path=tmp_path / "c.pt", progress=False, family="spiking_kwta", extra_state={"config": mcfg})
+    # what does not change the computation may differ: threads, checkpoint/log cadence
+    r = train(build_model("spiking_kwta", mcfg), ids, TrainConfig(**{**tc.__dict__, "ckpt_every": 3}),
+              ckpt_path=tmp_path / "c.pt", progress=False, family="spiking_kwta", extra_state={"config": mcfg})
+    assert r["step"] == 8
+
+
+def test_unreadable_checkpoints_name_the_path(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": {"w": torch.ones(1000)}, "step": 1})
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError, match="truncated.pt.*not a readable hdspike checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(IsADirectoryError, match="directory"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "foreign.pt").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="foreign.pt"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_format_1_checkpoint_loads(tmp_path):
+    """Checkpoints written before the family registry (model_kind, model_config, optimizer, arm)."""
+    tok, ids = _data(_random_text(reps=3))
+    cfg = {"vocab_size": tok.vocab_size, **TINY, "code_bits": 16, "k": 3, "neuron": None}
+    torch.manual_seed(0)
+    m = build_model("spiking_kwta", {**cfg, "neuron": "heaviside"})
+    opt = m.configure_optimizer(0.1, 1e-3)
+    old = {"model_kind": "spiking", "model_config": cfg, "arm": "spiking", "tokenizer": tok.to_dict(),
+           "model": m.state_dict(), "optimizer": opt.state_dict(), "step": 0}
+    torch.save(old, tmp_path / "old.pt")
+    loaded, _, ck = load_model(tmp_path / "old.pt")
+    assert ck["family"] == "spiking_kwta" and ck["variant"] == "spiking" and "optimizer" in ck["learner"]
+    x = ids[:16][None]
+    assert torch.equal(loaded(x)[0], m.eval()(x)[0])
+    torch.save({**old, "model_kind": "rnn"}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="unknown model_kind 'rnn'.*retrain"):
+        load_model(tmp_path / "odd.pt")
+
+
+def test_cli_lists_families_and_refuses_unknown(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "gpt:" in out and "spiking_kwta:" in out and "window" in out
+    with pytest.raises(SystemExit):
+        main(["--family", "nope", "--out", "x"])
+    assert "unknown family 'nope'" in capsys.readouterr().err
