@@ -42,6 +42,7 @@ class SpikingConfig(TrunkConfig):
     prior_window: int | None = None      # brain-prior mask: local window ...
     prior_random_frac: float = 0.0       # ... plus this fraction of random long-range keys
     prior_seed: int = 0
+    local_window: int | None = None      # brain prior: every key of this local window + k-WTA far keys
 
     def _check(self) -> None:
         check_int("code_bits", self.code_bits)
@@ -52,6 +53,8 @@ class SpikingConfig(TrunkConfig):
         check_choice("output", self.output, OUTPUTS)
         if self.prior_window is not None:
             check_int("prior_window", self.prior_window)
+        if self.local_window is not None:
+            check_int("local_window", self.local_window)
         if not 0.0 <= self.prior_random_frac <= 1.0:
             raise ValueError(f"prior_random_frac must be in [0, 1], got {self.prior_random_frac!r}")
 
@@ -63,7 +66,8 @@ def make_attention(config: SpikingConfig, layer: int) -> SpikingKWTAAttention:
         config.n_embd, config.n_head, config.code_bits, config.k, max_seq_len=config.block_size,
         score=config.score, neuron=config.neuron, surrogate=config.surrogate, output=config.output,
         prior_window=config.prior_window, prior_random_frac=config.prior_random_frac,
-        prior_seed=config.prior_seed + layer, bias=config.bias, n_layer=config.n_layer)
+        prior_seed=config.prior_seed + layer, local_window=config.local_window, bias=config.bias,
+        n_layer=config.n_layer)
 
 
 class SpikingTransformerLM(TransformerLM):

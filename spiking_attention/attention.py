@@ -122,6 +122,8 @@ def _check_common(d_model, n_head, k, max_seq_len):
     if d_model % n_head != 0:
         raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
     resolve_k(k, torch.tensor([1]))  # raises ValueError naming k
+    if isinstance(k, int) and k > max_seq_len:
+        raise ValueError(f"k={k} exceeds the {max_seq_len} keys a query can ever see (max_seq_len)")
 
 
 def _check_input(x: torch.Tensor, d_model: int, max_seq_len: int):
@@ -138,6 +140,67 @@ def allowed_keys(att: nn.Module, t_q: int, t_k: int, device=None) -> torch.Tenso
     return brain_prior_mask(t_q, t_k, getattr(att, "prior_window", None),
                             getattr(att, "prior_random_frac", 0.0), getattr(att, "prior_seed", 0),
                             device=device)
+
+
+def _check_local_window(local_window, k, max_seq_len) -> None:
+    """A brain-prior local window must fit the context and leave room for k far keys."""
+    if local_window is None:
+        return
+    if isinstance(local_window, bool) or not isinstance(local_window, int) or local_window < 1:
+        raise ValueError(f"local_window must be a positive int or None, got {local_window!r}")
+    if local_window >= max_seq_len:
+        raise ValueError(f"local_window={local_window} leaves no far keys in a context of max_seq_len="
+                         f"{max_seq_len}: it must be < max_seq_len")
+    if isinstance(k, int) and k > max_seq_len - local_window:
+        raise ValueError(f"k={k} far winners exceed the {max_seq_len - local_window} keys outside a local window "
+                         f"of {local_window} at max_seq_len={max_seq_len}")
+
+
+def selection_masks(k, allowed: torch.Tensor, local_window: int | None) -> list[tuple[object, torch.Tensor]]:
+    """The k-WTA selections a layer makes, as (k, allowed mask) pairs whose winners are united.
+
+    Without a local window: one selection, the k best of ``allowed``. With one (the brain
+    prior, after the seed design of this project): every key of the local window (the query
+    and the ``local_window - 1`` before it) and the k best of the older keys, so content picks
+    only what recency cannot reach. Shapes: allowed (t_q, t_k) bool.
+    """
+    if local_window is None:
+        return [(k, allowed)]
+    t_q, t_k = allowed.shape
+    local = brain_prior_mask(t_q, t_k, local_window, device=allowed.device)
+    return [(local_window, allowed & local), (k, allowed & ~local)]
+
+
+def _select(scores: torch.Tensor, selections, tie_rule: str = "recent") -> torch.Tensor:
+    """Union of the k-WTA winners of every selection (ties to the more recent key)."""
+    win = None
+    for k, mask in selections:
+        if tie_rule == "recent":
+            w = kwta_mask(scores, k, mask)
+        elif tie_rule == "older":  # mirror the key axis: "higher index wins" becomes "lower wins"
+            w = kwta_mask(scores.flip(-1), k, mask.flip(-1)).flip(-1)
+        else:
+            raise ValueError(f"tie_rule must be 'recent' or 'older', got {tie_rule!r}")
+        win = w if win is None else win | w
+    return win
+
+
+def _far_stats(win: torch.Tensor, scores: torch.Tensor, k, local_window: int, allowed: torch.Tensor) -> dict:
+    """What the far (content-chosen) winners of a brain-prior layer did: their share of all
+    winners, how far back they reach, and how often a tie decided the cut among far keys."""
+    T = win.shape[-1]
+    far = allowed & ~brain_prior_mask(T, T, local_window, device=win.device)
+    far_win = win & far
+    i = torch.arange(T, device=win.device)[:, None]
+    j = torch.arange(T, device=win.device)[None, :]
+    dist = (i - j).expand_as(far_win)[far_win].double()
+    n_far = int(far_win.sum())
+    B, nh = win.shape[0], win.shape[1]
+    out = {"far_winner_frac": n_far / max(1, int(win.sum())),
+           "far_reach_mean": float(dist.mean()) if n_far else 0.0,
+           "far_reach_max": float(dist.max()) if n_far else 0.0}
+    out["tie_at_cut_frac"] = _attention_stats(far_win, far, scores, k, B, T, nh)["tie_at_cut_frac"]
+    return out
 
 
 def _attention_stats(win: torch.Tensor, allowed: torch.Tensor, scores_int: torch.Tensor | None, k,
@@ -185,9 +248,14 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
     def __init__(self, d_model: int, n_head: int, code_bits: int, k, *, max_seq_len: int,
                  score: str = "hamming", neuron: str = "heaviside", surrogate: str = "atan",
                  output: str = "softmax", prior_window: int | None = None, prior_random_frac: float = 0.0,
-                 prior_seed: int = 0, bias: bool = False, n_layer: int = 4, surrogate_alpha: float | None = None):
+                 prior_seed: int = 0, local_window: int | None = None, bias: bool = False, n_layer: int = 4,
+                 surrogate_alpha: float | None = None):
         super().__init__()
         _check_common(d_model, n_head, k, max_seq_len)
+        _check_local_window(local_window, k, max_seq_len)
+        if local_window is not None and prior_window is not None:
+            raise ValueError("local_window (dense local keys + k-WTA far keys) and prior_window (a mask of "
+                             "local + random keys) are two brain priors: set one of them")
         if isinstance(code_bits, bool) or not isinstance(code_bits, int) or code_bits < 1:
             raise ValueError(f"code_bits must be a positive int (bits per head), got {code_bits!r}")
         if score not in SCORES:
@@ -214,6 +282,7 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         self.surrogate_alpha = surrogate_alpha
         self.spike_fn = get_surrogate(surrogate, surrogate_alpha)  # Heaviside forward, surrogate backward
         self.prior_window, self.prior_random_frac, self.prior_seed = prior_window, float(prior_random_frac), prior_seed
+        self.local_window = local_window
         n_code = n_head * code_bits
         self.q_proj = nn.Linear(d_model, n_code, bias=bias)
         self.k_proj = nn.Linear(d_model, n_code, bias=bias)
@@ -302,12 +371,7 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         q, k, v, _ = self.codes(x)                                   # (B, nh, T, cb) x2, (B, nh, T, hs)
         s_int = self.integer_scores(q, k)                            # (B, nh, T, T)
         allowed = allowed_keys(self, T, T, device=x.device)          # (T, T)
-        if self.tie_rule == "recent":
-            win = kwta_mask(s_int, self.k, allowed)                  # (B, nh, T, T), exact integer ties
-        elif self.tie_rule == "older":  # mirror the key axis: "higher index wins" becomes "lower wins"
-            win = kwta_mask(s_int.flip(-1), self.k, allowed.flip(-1)).flip(-1)
-        else:
-            raise ValueError(f"tie_rule must be 'recent' or 'older', got {self.tie_rule!r}")
+        win = _select(s_int, selection_masks(self.k, allowed, self.local_window), self.tie_rule)  # (B, nh, T, T)
         att = self.attention_weights(s_int, win)                     # (B, nh, T, T)
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)     # (B, T, C)
         self._report_pass(q, k, win, allowed, s_int, att)
@@ -318,6 +382,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         B, nh, T, cb = q.shape
         q, k = q.detach(), k.detach()
         stats = _attention_stats(win, allowed, s_int.detach(), self.k, B, T, nh)
+        if self.local_window is not None:
+            stats.update(_far_stats(win, s_int.detach(), self.k, self.local_window, allowed))
         stats.update({
             "code_bits": cb, "k": self.k,
             "q_firing_rate": float(q.mean()), "k_firing_rate": float(k.mean()),
@@ -352,7 +418,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
                 f"score={self.score}, neuron={self.neuron}, surrogate={self.surrogate}, output={self.output}, "
-                f"prior_window={self.prior_window}, prior_random_frac={self.prior_random_frac}")
+                f"prior_window={self.prior_window}, prior_random_frac={self.prior_random_frac}, "
+                f"local_window={self.local_window}")
 
 
 def _real_valued_ops(st: dict, head_size: int) -> dict:
@@ -434,23 +501,26 @@ class TopKSoftmaxAttention(_RealValuedAttention):
     Shapes: x (B, T, C) -> (B, T, C). Example: ``TopKSoftmaxAttention(128, 4, 8, max_seq_len=64)``.
     """
 
-    def __init__(self, d_model: int, n_head: int, k, *, max_seq_len: int, dropout: float = 0.0,
-                 bias: bool = False):
+    def __init__(self, d_model: int, n_head: int, k, *, max_seq_len: int, local_window: int | None = None,
+                 dropout: float = 0.0, bias: bool = False):
         _check_common(d_model, n_head, k, max_seq_len)
+        _check_local_window(local_window, k, max_seq_len)
         super().__init__(d_model, n_head, max_seq_len=max_seq_len, dropout=dropout, bias=bias)
-        self.k = k
+        self.k, self.local_window = k, local_window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(x)
         B, nh, T, hs = q.shape
         s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
         allowed = causal_mask(T, device=x.device)
-        win = kwta_mask(s, self.k, allowed)                      # (B, nh, T, T)
+        win = _select(s, selection_masks(self.k, allowed, self.local_window))   # (B, nh, T, T)
         att = F.softmax(s.masked_fill(~win, float("-inf")), dim=-1)
         att = F.dropout(att, p=self.dropout, training=self.training)
         y = att @ v                                              # (B, nh, T, hs)
         stats = _attention_stats(win, allowed, s.detach(), self.k, B, T, nh)
+        if self.local_window is not None:
+            stats.update(_far_stats(win, s.detach(), self.k, self.local_window, allowed))
         return self._finish(y, stats, attn=att)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_head={self.n_head}, k={self.k}"
+        return f"d_model={self.d_model}, n_head={self.n_head}, k={self.k}, local_window={self.local_window}"

@@ -42,7 +42,7 @@ import hdc
 from hdc import backends as _bk
 from hdc.packing import n_words_for
 
-from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys
+from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys, selection_masks
 
 __all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
            "PackedSpikingAttention", "KVCache", "METHODS"]
@@ -118,14 +118,15 @@ def select_winners(scores: np.ndarray, k, allowed: np.ndarray | None = None) -> 
 
 
 def kernel_winners(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score: str, k: int, *,
-                   window: int | None = None, threads: int | None = None):
+                   window: int | None = None, skip_recent: int = 0, threads: int | None = None):
     """Causal k-WTA on packed codes through :func:`hdc.causal_topk` (queries = the last positions).
 
     Shapes: q_words (m, W), k_words (n, W) uint64 -> scores (m, k) int64 (the model's score),
     idx (m, k) int64, valid (m, k) bool (False where a row had fewer than k allowed keys).
     """
     metric = "hamming" if score == "hamming" else "overlap"
-    raw, idx = hdc.causal_topk(q_words, k_words, k, window=window, metric=metric, threads=threads)
+    raw, idx = hdc.causal_topk(q_words, k_words, k, window=window, skip_recent=skip_recent, metric=metric,
+                               threads=threads)
     valid = idx >= 0
     return np.where(valid, _to_score(raw, code_bits, score), 0), np.where(valid, idx, 0), valid
 
@@ -188,23 +189,35 @@ class PackedSpikingAttention:
         return self.att.score_scale().detach().reshape(-1).cpu().numpy().astype(np.float32)  # (nh,)
 
     # ------------------------------------------------------------------ winners of one head
+    def _kernel_passes(self) -> list[tuple[int, int | None, int]]:
+        """The layer's selections as causal_topk calls (k, window, skip_recent): one k-WTA over
+        the (windowed) causal keys, or with a local window every local key plus k far ones."""
+        att = self.att
+        if att.local_window is None:
+            return [(att.k, att.prior_window, 0)]
+        w = att.local_window
+        return [(w, w, 0), (att.k, None, w)]
+
     def _winners(self, qw: np.ndarray, kw: np.ndarray):
         """Winners of queries at the last m positions against keys 0..n-1 (one head).
 
         Shapes: qw (m, W), kw (n, W) -> scores, idx, valid (m, kmax)."""
         att = self.att
         if self.method == "kernel":
-            return kernel_winners(qw, kw, att.code_bits, att.score, att.k, window=att.prior_window,
-                                  threads=self.threads)
+            parts = [kernel_winners(qw, kw, att.code_bits, att.score, k, window=window, skip_recent=skip,
+                                    threads=self.threads) for k, window, skip in self._kernel_passes()]
+            return tuple(np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
         m, n = qw.shape[0], kw.shape[0]
         out = []
         for r0 in range(0, m, self.block_rows):   # bounded memory: one (rows, keys) block at a time
             r1 = min(m, r0 + self.block_rows)
             n_keys = n - m + r1                   # causal: nothing after the block's last query
             s = packed_scores(qw[r0:r1], kw[:n_keys], att.code_bits, att.score, threads=self.threads)
-            allowed = allowed_keys(att, r1 - r0, n_keys, device="cpu").numpy()
-            idx, valid = select_winners(s, att.k, allowed)
-            out.append((np.take_along_axis(s, idx, 1), idx, valid))
+            allowed = allowed_keys(att, r1 - r0, n_keys, device="cpu")
+            picks = [select_winners(s, k, mask.numpy()) for k, mask in
+                     selection_masks(att.k, allowed, att.local_window)]
+            idx = np.concatenate([p[0] for p in picks], axis=1)
+            out.append((np.take_along_axis(s, idx, 1), idx, np.concatenate([p[1] for p in picks], axis=1)))
         kmax = max(o[1].shape[1] for o in out)
         pad = lambda a: np.pad(a, ((0, 0), (0, kmax - a.shape[1])))  # noqa: E731 - zeros / False
         return tuple(np.concatenate([pad(o[i]) for o in out]) for i in range(3))
@@ -316,13 +329,17 @@ class PackedSpikingAttention:
         q_words = np.ascontiguousarray(q_words)
         if self.method == "kernel":
             kern, threads = _bk.get_backend(), _bk.resolve_threads(self.threads)
-            kk = att.k
-            raw = np.empty((nh, kk), np.int32)
-            idx = np.empty((nh, kk), np.int64)
-            window, overlap = att.prior_window, att.score == "overlap"
-            for h in range(nh):
-                kern.causal_topk(q_words[h:h + 1], cache.k[h, :n], kk, n - 1, window, 0, overlap,
-                                 raw[h:h + 1], idx[h:h + 1], threads)
+            overlap = att.score == "overlap"
+            parts = []
+            for kk, window, skip in self._kernel_passes():
+                raw = np.empty((nh, kk), np.int32)
+                idx = np.empty((nh, kk), np.int64)
+                for h in range(nh):
+                    kern.causal_topk(q_words[h:h + 1], cache.k[h, :n], kk, n - 1, window, skip, overlap,
+                                     raw[h:h + 1], idx[h:h + 1], threads)
+                parts.append((raw, idx))
+            raw = np.concatenate([p[0] for p in parts], axis=1)
+            idx = np.concatenate([p[1] for p in parts], axis=1)
             valid = idx >= 0
             S, I = np.where(valid, _to_score(raw, att.code_bits, att.score), 0), np.where(valid, idx, 0)
         else:

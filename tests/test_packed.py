@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hdc
-from spiking_attention.attention import SpikingKWTAAttention, allowed_keys
+from spiking_attention.attention import SpikingKWTAAttention, _select, allowed_keys, selection_masks
 from spiking_attention.kwta import kwta_mask
 from spiking_attention.packed import PackedSpikingAttention, pack_codes, packed_scores, select_winners
 
@@ -25,7 +25,7 @@ def _torch_winners(att, x):
         q, k, _, _ = att.codes(x)
         s = att.integer_scores(q, k)
         T = x.shape[1]
-        return kwta_mask(s, att.k, allowed_keys(att, T, T))  # (B, nh, T, T)
+        return _select(s, selection_masks(att.k, allowed_keys(att, T, T), att.local_window))  # (B, nh, T, T)
 
 
 def _assert_same(att, x, patt=None, block_rows=7, method="auto"):
@@ -253,3 +253,57 @@ def test_packed_errors():
         patt.new_cache(100)
     with pytest.raises(ValueError, match="kernel"):
         PackedSpikingAttention(_make(k=0.3), method="kernel")
+
+
+# ----------------------------------------------------------------------------- brain prior (local window)
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("cfg", [dict(local_window=6), dict(local_window=6, score="overlap", code_bits=70),
+                                 dict(local_window=1, k=4), dict(local_window=10, neuron="lif", code_bits=3)])
+def test_brain_prior_packed_equals_torch(cfg, method):
+    att = _make(**cfg)
+    x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(8))
+    _assert_same(att, x, method=method)
+    patt = PackedSpikingAttention(att, method=method)
+    y_ref = att(x[:1])
+    y_pre, cache = patt.prefill(x[:1, :12], capacity=33)
+    torch.testing.assert_close(y_pre, y_ref[:, :12], atol=2e-6, rtol=1e-5)
+    for t in range(12, 33):
+        torch.testing.assert_close(patt.step(x[:1, t:t + 1], cache)[0, 0], y_ref[0, t], atol=2e-6, rtol=1e-5)
+
+
+def test_brain_prior_winners_and_stats():
+    """Every local key is attended; at most k more come from outside the window; the stats say so."""
+    w, k, T = 5, 3, 30
+    att = _make(local_window=w, k=k)
+    x = torch.randn(2, T, 32, generator=torch.Generator().manual_seed(9))
+    win = _torch_winners(att, x)                                         # (B, nh, T, T)
+    with torch.no_grad():
+        att(x)                                                           # stats of this input
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    local = torch.from_numpy((j <= i) & (i - j < w))
+    far = torch.from_numpy((i - j >= w))
+    assert (win | ~local).all()                                          # the whole window
+    assert torch.equal((win & far).sum(-1), far.sum(-1).clamp(max=k).expand(2, 4, T))
+    st = att.layer_stats()
+    n_far = int((win & far).sum())
+    assert st["far_winner_frac"] == pytest.approx(n_far / int(win.sum()))
+    assert w <= st["far_reach_mean"] <= st["far_reach_max"] <= T - 1
+    assert 0 <= st["tie_at_cut_frac"] <= 1
+
+
+def test_brain_prior_errors():
+    with pytest.raises(ValueError, match="local_window=40 leaves no far keys"):
+        _make(local_window=40)
+    with pytest.raises(ValueError, match="k=8 far winners exceed the 5 keys"):
+        _make(local_window=35, k=8)
+    with pytest.raises(ValueError, match="two brain priors"):
+        _make(local_window=4, prior_window=4)
+    with pytest.raises(ValueError, match="k=50 exceeds"):
+        _make(k=50)
+
+
+def test_brain_prior_on_trained_weights():
+    att, h, losses, _ = _train_tiny(dict(local_window=4))
+    assert losses[-1] < losses[0] - 0.5
+    _assert_same(att, h)
