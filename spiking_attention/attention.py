@@ -157,7 +157,8 @@ def _check_local_window(local_window, k, max_seq_len) -> None:
 
 
 def selection_masks(k, allowed: torch.Tensor, local_window: int | None) -> list[tuple[object, torch.Tensor]]:
-    """The k-WTA selections a layer makes, as (k, allowed mask) pairs whose winners are united.
+    """The k-WTA selections a layer makes, as (k, allowed mask) pairs whose winners are united;
+    ``k = None`` keeps every allowed key of that mask.
 
     Without a local window: one selection, the k best of ``allowed``. With one (the brain
     prior, after the seed design of this project): every key of the local window (the query
@@ -168,17 +169,19 @@ def selection_masks(k, allowed: torch.Tensor, local_window: int | None) -> list[
         return [(k, allowed)]
     t_q, t_k = allowed.shape
     local = brain_prior_mask(t_q, t_k, local_window, device=allowed.device)
-    return [(local_window, allowed & local), (k, allowed & ~local)]
+    return [(None, allowed & local), (k, allowed & ~local)]
 
 
-def _select(scores: torch.Tensor, selections, tie_rule: str = "recent") -> torch.Tensor:
+def _select(scores: torch.Tensor, selections, tie_rule: str = "recent", *, integer: bool = False) -> torch.Tensor:
     """Union of the k-WTA winners of every selection (ties to the more recent key)."""
     win = None
     for k, mask in selections:
-        if tie_rule == "recent":
-            w = kwta_mask(scores, k, mask)
+        if k is None:
+            w = mask.expand_as(scores)
+        elif tie_rule == "recent":
+            w = kwta_mask(scores, k, mask, integer=integer)
         elif tie_rule == "older":  # mirror the key axis: "higher index wins" becomes "lower wins"
-            w = kwta_mask(scores.flip(-1), k, mask.flip(-1)).flip(-1)
+            w = kwta_mask(scores.flip(-1), k, mask.flip(-1), integer=integer).flip(-1)
         else:
             raise ValueError(f"tie_rule must be 'recent' or 'older', got {tie_rule!r}")
         win = w if win is None else win | w
@@ -371,7 +374,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         q, k, v, _ = self.codes(x)                                   # (B, nh, T, cb) x2, (B, nh, T, hs)
         s_int = self.integer_scores(q, k)                            # (B, nh, T, T)
         allowed = allowed_keys(self, T, T, device=x.device)          # (T, T)
-        win = _select(s_int, selection_masks(self.k, allowed, self.local_window), self.tie_rule)  # (B, nh, T, T)
+        win = _select(s_int, selection_masks(self.k, allowed, self.local_window), self.tie_rule,
+                      integer=True)                                  # (B, nh, T, T), exact integer ties
         att = self.attention_weights(s_int, win)                     # (B, nh, T, T)
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)     # (B, T, C)
         self._report_pass(q, k, win, allowed, s_int, att)

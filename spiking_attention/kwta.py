@@ -63,11 +63,16 @@ def resolve_k(k, n_allowed: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"k must be an int >= 1 or a float fraction in (0, 1], got {type(k).__name__}")
 
 
-def kwta_mask(scores: torch.Tensor, k, allowed_mask: torch.Tensor | None = None) -> torch.Tensor:
+def kwta_mask(scores: torch.Tensor, k, allowed_mask: torch.Tensor | None = None, *,
+              integer: bool = False) -> torch.Tensor:
     """Bool mask of the winners: the ``k`` largest allowed entries of each row (last axis).
 
     Ties at the k-th value go to the higher index (the more recent key). Rows with fewer
     than k allowed entries keep all allowed entries. The mask carries no gradient.
+
+    ``integer=True`` promises integer-valued scores (binary-code overlaps): then each entry
+    is ranked by the unique int64 key ``score * n + index``, so one top-k finds the winners
+    with the tie rule built in (no cumulative counts), the same mask at a fraction of the cost.
 
     Shapes: scores (..., n), allowed_mask broadcastable to scores (or None) -> (..., n) bool.
     Example: ``kwta_mask(torch.tensor([[1., 3., 3., 2.]]), 2)`` -> ``[[F, T, T, F]]``.
@@ -82,6 +87,11 @@ def kwta_mask(scores: torch.Tensor, k, allowed_mask: torch.Tensor | None = None)
         if allowed_mask.dtype != torch.bool:
             raise ValueError(f"allowed_mask must be bool, got {allowed_mask.dtype}")
         allowed = allowed_mask.expand_as(s)
+    if integer and isinstance(k, int) and not isinstance(k, bool) and k >= 1 and n > 0:
+        comp = s.to(torch.int64) * n + torch.arange(n, device=s.device)            # unique per row
+        comp = comp.masked_fill(~allowed, torch.iinfo(torch.int64).min)
+        kth = torch.topk(comp, min(k, n), dim=-1, sorted=False).values.amin(-1, keepdim=True)
+        return allowed & (comp >= kth)   # a row with < k allowed keys: kth is a masked entry, keep all
     n_allowed = allowed.sum(-1, keepdim=True)  # (..., 1)
     k_row = resolve_k(k, n_allowed)  # (..., 1)
     if n == 0:

@@ -214,7 +214,7 @@ class PackedSpikingAttention:
             n_keys = n - m + r1                   # causal: nothing after the block's last query
             s = packed_scores(qw[r0:r1], kw[:n_keys], att.code_bits, att.score, threads=self.threads)
             allowed = allowed_keys(att, r1 - r0, n_keys, device="cpu")
-            picks = [select_winners(s, k, mask.numpy()) for k, mask in
+            picks = [select_winners(s, mask.shape[1] if k is None else k, mask.numpy()) for k, mask in
                      selection_masks(att.k, allowed, att.local_window)]
             idx = np.concatenate([p[0] for p in picks], axis=1)
             out.append((np.take_along_axis(s, idx, 1), idx, np.concatenate([p[1] for p in picks], axis=1)))

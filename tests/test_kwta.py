@@ -94,3 +94,14 @@ def test_bad_k_raises_value_error():
         kwta(s, 1, mode="dense")
     mod = KWTA(2)
     assert torch.equal(torch.isfinite(mod(s)), kwta_mask(s, 2, causal_mask(4)))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 20, 40])
+def test_integer_fast_path_equals_the_general_rule(k):
+    """kwta_mask(integer=True) (one top-k over unique int64 keys) == the cumulative-count rule,
+    on integer scores with many ties, with and without a mask, rows with fewer than k keys."""
+    g = torch.Generator().manual_seed(k)
+    s = torch.randint(-3, 4, (3, 5, 20, 20), generator=g).float()
+    for allowed in (None, causal_mask(20), torch.rand(20, 20, generator=g) < 0.4):
+        ref = kwta_mask(s, k, allowed)
+        assert torch.equal(kwta_mask(s, k, allowed, integer=True), ref)
