@@ -418,13 +418,16 @@ class RetrainClassifier(_HDCClassifier):
         n = X.shape[0]
         n_val = int(round(vf * n))
         if n_val > 0 and self.epochs > 0:
-            if n_val >= n:
-                raise ValueError(
-                    f"validation_fraction={vf!r} of {n} samples holds out {n_val} for choosing the epoch "
-                    f"and leaves {n - n_val} to train on; use validation_fraction < {(n - 0.5) / n:.3g} "
-                    f"(at least one training sample), or None to train on all of them")
             perm = rng.permutation(X.shape[0])
             val, tr = perm[:n_val], perm[n_val:]
+            # From zero counters every sample is scored as the first class: with fewer than 2
+            # classes to train on no mistake is ever made and the model stays all zero.
+            k_train = np.unique(y_idx[tr]).size
+            if k_train < 2:
+                raise ValueError(
+                    f"validation_fraction={vf!r} of {n} samples holds out {n_val} to choose the epoch and "
+                    f"leaves {n - n_val} to train on, of {k_train} class(es); training needs samples of at "
+                    f"least 2 classes: use a smaller validation_fraction, or None to train on all {n}")
             M, best_ep, hist = self._train(np.ascontiguousarray(X[tr]), y_idx[tr], K, self.epochs, rng,
                                            np.ascontiguousarray(X[val]), y_idx[val])
             self.best_epoch_ = best_ep
