@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 
 import hdc
@@ -139,6 +140,10 @@ def test_save_refuses_unfitted_or_unknown(tmp_path):
         S.save(tmp_path / "x", C.CentroidClassifier(dim=64))
     with pytest.raises(TypeError, match="cannot save"):
         S.save(tmp_path / "x", object())
+    clf = C.CentroidClassifier(dim=64).fit(hdc.random(4, 64, seed=0), [0, 1, 0, 1])
+    with pytest.raises(NotFittedError):
+        S.save(tmp_path / "x", (E.RandomProjectionEncoder(dim=64), clf))
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- every encoder x classifier
