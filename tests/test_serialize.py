@@ -270,37 +270,33 @@ def test_a_changed_tensor_dtype_is_refused(tmp_path, text_model):
         S.load(text_model)
 
 
-def _as_format_1(meta, tensors):
-    """What format 1 wrote: no metadata digest, no label dtype, byte-only tensor digests,
-    integer labels as int64."""
+def _as_format_1(meta, tensors, enc):
+    """Edit a current file's contents into what format 1 wrote: no metadata digest, no label
+    dtype, byte-only digests, integer labels as int64, 0 features for a LevelEncoder."""
     del meta[S._META_DIGEST_KEY], meta["classes_dtype"]
     meta["format_version"] = "1"
     if "classes" in tensors:
         tensors["classes"] = tensors["classes"].astype(np.int64)
     meta["tensor_sha256"] = json.dumps({k: S._digest(v, 1) for k, v in tensors.items()})
-    meta["encoder_digests"] = json.dumps({k: S._digest(getattr(_as_format_1.enc, k), 1)
-                                          for k in json.loads(meta["encoder_digests"])})
+    names = json.loads(meta["encoder_digests"])
+    meta["encoder_digests"] = json.dumps({k: S._digest(getattr(enc, k), 1) for k in names})
+    if meta["encoder"] == "LevelEncoder":
+        meta["encoder_state"] = json.dumps({"n_features_in_": 0})
     return tensors
 
 
 def test_format_1_files_load_with_a_warning_and_resave_as_current(tmp_path, digits):
+    import warnings
+
     Xtr, ytr, Xte, _ = digits
     pipe = make_pipeline(E.LevelEncoder(dim=256, n_levels=8), C.CentroidClassifier(dim=256))
     pipe.fit(Xtr[:200, [20]], ytr[:200])
     src = S.save(tmp_path / "v2.safetensors", pipe)
-    _as_format_1.enc = pipe[0]
-
-    def v1(meta, tensors):
-        tensors = _as_format_1(meta, tensors)
-        meta["encoder_state"] = json.dumps({"n_features_in_": 0})  # format 1 stored 0 for LevelEncoder
-        return tensors
-
-    old = _rewrite(src, tmp_path / "v1.safetensors", v1, rehash=False)
+    old = _rewrite(src, tmp_path / "v1.safetensors", lambda m, t: _as_format_1(m, t, pipe[0]), rehash=False)
     with pytest.warns(S.UnverifiedMetadataWarning, match="format-1 .* re-save"):
         back = S.load(old)
     assert np.array_equal(back.predict(Xte[:, [20]]), pipe.predict(Xte[:, [20]]))
     S.save(old, back)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = S.load(old)  # current format now: no warning
