@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml setup.py constraints-dev.txt $(wildcard csrc/*.c csrc/*
 
 install: $(STAMP)
 
-# Fashion-MNIST comes from Debian's dataset-fashion-mnist where we can apt-get (root on Debian);
-# elsewhere the loader names the upstream address and the tests that need it skip.
+# Fetching data is an explicit step, never a dependency of test/bench: it installs a system
+# package. Fashion-MNIST comes from Debian's dataset-fashion-mnist where we can apt-get (root on
+# Debian); elsewhere the loader names the upstream address and the tests that need it skip.
 data:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "dataset-fashion-mnist not installed"; \
@@ -28,7 +29,7 @@ data:
 demo: install
 	$(BIN)/python -m hdc.demo
 
-test: install data
+test: install
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 test-fast: install
@@ -38,7 +39,7 @@ test-fast: install
 test-sanitize: install
 	PYTHON=$(BIN)/python bash csrc/run_sanitized_tests.sh
 
-bench-quick: install data
+bench-quick: install
 	for b in bench/[a-z]*.py; do $(BIN)/python $$b --quick --out bench/results/quick || exit 1; done
 
 clean:

@@ -24,6 +24,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 
 from . import functional as F
@@ -136,8 +137,24 @@ def _check_bits(bits):
     return int(bits)
 
 
+def _check_temperature(t):
+    # NaN fails every comparison, so test for the allowed range rather than for bad values
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (np.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a finite number > 0 (the softmax scale of "
+                         f"predict_proba), got {t!r}")
+    return float(t)
+
+
 class _HDCClassifier(ClassifierMixin, BaseEstimator):
     """Shared parts: input checks, the counter model, bit-plane scoring."""
+
+    def _validate_params(self):
+        _check_bits(self.bits)
+        _check_temperature(self.temperature)
+
+    def _check_fitted(self):
+        if not hasattr(self, "counters_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
 
     def _check_X(self, X, *, fitting: bool) -> np.ndarray:
         if not isinstance(X, np.ndarray):
@@ -155,17 +172,22 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
             if X.shape[1] != n_words_for(dim):
                 raise ValueError(f"X has {X.shape[1]} words per vector but dim={dim} needs "
                                  f"{n_words_for(dim)}")
-            if X.shape[0] and np.any(X[:, -1] & ~pad_mask(dim)):
-                raise ValueError(f"X has bits set past dim={dim} (pad bits must be zero)")
-            self.dim_ = dim
         else:
-            if not hasattr(self, "counters_"):
-                from sklearn.exceptions import NotFittedError
-
-                raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
-            if X.shape[1] != n_words_for(self.dim_):
+            self._check_fitted()
+            dim = self.dim_
+            if X.shape[1] != n_words_for(dim):
                 raise ValueError(f"X has {X.shape[1]} words per vector but the model was trained at "
-                                 f"dim={self.dim_} ({n_words_for(self.dim_)} words)")
+                                 f"dim={dim} ({n_words_for(dim)} words)")
+        # Set pad bits would count in every popcount and change scores (and labels), so every
+        # entry point refuses them, not only fit.
+        if X.shape[0] and X.shape[1]:
+            bad = np.flatnonzero(X[:, -1] & ~pad_mask(dim))
+            if bad.size:
+                raise ValueError(f"X has bits set past dim={dim} (pad bits of the last word must be "
+                                 f"zero): {bad.size} of {X.shape[0]} rows, first row {int(bad[0])} "
+                                 f"with last word {int(X[bad[0], -1]):#x}")
+        if fitting:
+            self.dim_ = dim
         return X
 
     def _check_y(self, y, n):
@@ -210,15 +232,15 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """Softmax of the cosine scores times ``temperature``: a ranking-preserving score in [0, 1]
         (not calibrated)."""
-        s = cosine_scores(self.dot(X), self.norms_, self.dim_) * float(self.temperature)
+        t = _check_temperature(self.temperature)  # checked here too: set_params() after fit
+        s = cosine_scores(self.dot(X), self.norms_, self.dim_) * t
         s -= s.max(axis=1, keepdims=True)
         e = np.exp(s)
         return e / e.sum(axis=1, keepdims=True)
 
     def class_vectors(self) -> np.ndarray:
         """Binarised classes (majority of each counter; 0 -> bit 0): (K, W) uint64, for Hamming use."""
-        if not hasattr(self, "counters_"):
-            raise ValueError("the classifier is not fitted")
+        self._check_fitted()
         return pack_bits(self.counters_ < 0)
 
 
@@ -238,6 +260,7 @@ class CentroidClassifier(_HDCClassifier):
         self.temperature = temperature
 
     def fit(self, X, y):
+        self._validate_params()
         X = self._check_X(X, fitting=True)
         self.classes_, y_idx = self._check_y(y, X.shape[0])
         self.raw_counters_ = class_counters(X, y_idx, len(self.classes_), self.dim_)
@@ -248,6 +271,7 @@ class CentroidClassifier(_HDCClassifier):
         if not hasattr(self, "raw_counters_"):
             if classes is None:
                 return self.fit(X, y)
+            self._validate_params()
             X = self._check_X(X, fitting=True)
             self.classes_ = np.unique(np.asarray(classes))
             if self.classes_.size < 2:
@@ -256,6 +280,9 @@ class CentroidClassifier(_HDCClassifier):
             self._set_counters(self.raw_counters_)
         X = self._check_X(X, fitting=False)
         y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"partial_fit needs one label per sample: X has {X.shape[0]} rows, "
+                             f"y has shape {y.shape}")
         idx = np.searchsorted(self.classes_, y)
         idx = np.clip(idx, 0, len(self.classes_) - 1)
         if not np.all(self.classes_[idx] == y):
@@ -267,6 +294,7 @@ class CentroidClassifier(_HDCClassifier):
     def from_counters(cls, counters, classes, dim, **params) -> "CentroidClassifier":
         """A fitted classifier from given integer class counters (K, dim), e.g. n-gram counts."""
         self = cls(dim=dim, **params)
+        self._validate_params()
         self.dim_ = check_dim(dim)
         C = np.asarray(counters)
         if C.ndim != 2 or C.shape[1] != self.dim_:
@@ -321,9 +349,9 @@ class RetrainClassifier(_HDCClassifier):
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 <= vf < 1):
             raise ValueError(f"validation_fraction must be in [0, 1) or None, got {vf!r}")
-        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        _check_bits(self.bits)
+        if not (isinstance(self.lr, numbers.Real) and np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        super()._validate_params()
 
     def _train(self, X, y_idx, K, epochs, rng, Xv=None, yv=None):
         """Run ``epochs`` epochs; return (best counters, best epoch, history)."""
@@ -387,10 +415,19 @@ class RetrainClassifier(_HDCClassifier):
         K = len(self.classes_)
         rng = np.random.default_rng(self.seed)
         vf = self.validation_fraction or 0.0
-        n_val = int(round(vf * X.shape[0]))
+        n = X.shape[0]
+        n_val = int(round(vf * n))
         if n_val > 0 and self.epochs > 0:
             perm = rng.permutation(X.shape[0])
             val, tr = perm[:n_val], perm[n_val:]
+            # From zero counters every sample is scored as the first class: with fewer than 2
+            # classes to train on no mistake is ever made and the model stays all zero.
+            k_train = np.unique(y_idx[tr]).size
+            if k_train < 2:
+                raise ValueError(
+                    f"validation_fraction={vf!r} of {n} samples holds out {n_val} to choose the epoch and "
+                    f"leaves {n - n_val} to train on, of {k_train} class(es); training needs samples of at "
+                    f"least 2 classes: use a smaller validation_fraction, or None to train on all {n}")
             M, best_ep, hist = self._train(np.ascontiguousarray(X[tr]), y_idx[tr], K, self.epochs, rng,
                                            np.ascontiguousarray(X[val]), y_idx[val])
             self.best_epoch_ = best_ep

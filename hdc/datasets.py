@@ -214,8 +214,8 @@ def load_fashion_mnist(root=None):
     if d is None:
         where = ", ".join(str(p) for p in _fashion_dirs(root))
         raise DatasetMissing(
-            f"Fashion-MNIST idx files not found in {where}; install the Debian package "
-            f"dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or download the four "
+            f"Fashion-MNIST idx files not found in {where}; run `make data` (as root on Debian: "
+            f"apt-get install dataset-fashion-mnist) or download the four "
             f"*-ubyte.gz files from {FASHION_MNIST_UPSTREAM} into $HDSPIKE_DATA/fashion-mnist")
     xtr = _read_idx(d / "train-images-idx3-ubyte.gz", 3)
     ytr = _read_idx(d / "train-labels-idx1-ubyte.gz", 1)

@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from . import _ngram
 from .functional import bind, bundle, check_words, permute, tie_vector
@@ -48,13 +49,19 @@ def _check_seed(seed):
     return int(seed)
 
 
-def _check_features(X, name="X"):
+def _check_features(X, name="X", *, fitting_for=None):
+    """X as float64 (n, F), finite, F >= 1; ``fitting_for`` (the estimator's name) also asks n >= 1."""
     X = np.asarray(X)
     if X.dtype.kind not in "iufb":
         raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
     X = X.astype(np.float64, copy=False)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[1] < 1:
+        raise ValueError(f"{name} has shape {X.shape}: no features to encode (need n_features >= 1)")
+    if fitting_for is not None and X.shape[0] < 1:
+        raise ValueError(f"{name} has shape {X.shape}: {fitting_for}.fit needs at least 1 sample "
+                         f"to learn the range of each feature")
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = np.argwhere(bad)[0]
@@ -219,16 +226,20 @@ class LevelEncoder(_Encoder):
         self.seed = seed
 
     def fit(self, X, y=None):
-        X = _check_features(X)
+        X = _check_features(X, fitting_for="LevelEncoder")
         if X.shape[1] != 1:
             raise ValueError(f"LevelEncoder encodes one feature (X of shape (n, 1)), got {X.shape}")
+        self.n_features_in_ = 1
         self.low_ = float(X.min()) if self.low is None else float(self.low)
         self.high_ = float(X.max()) if self.high is None else float(self.high)
         self.levels_ = level_vectors(self.n_levels, self.dim, kind=self.kind, seed=self.seed)
         return self
 
     def transform(self, X):
+        check_is_fitted(self, "levels_")
         X = _check_features(X)
+        if X.shape[1] != 1:
+            raise ValueError(f"LevelEncoder encodes one feature (X of shape (n, 1)), got {X.shape}")
         idx = value_to_level(X[:, 0], self.low_, self.high_, self.n_levels,
                              circular=self.kind == "circular")
         return np.ascontiguousarray(self.levels_[idx])
@@ -252,7 +263,7 @@ class RecordEncoder(_Encoder):
         self.seed = seed
 
     def fit(self, X, y=None):
-        X = _check_features(X)
+        X = _check_features(X, fitting_for="RecordEncoder")
         self.n_features_in_ = X.shape[1]
         if self.per_feature:
             self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
@@ -264,6 +275,7 @@ class RecordEncoder(_Encoder):
         return self
 
     def transform(self, X):
+        check_is_fitted(self, "keys_")
         X = _check_features(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the encoder was fitted on {self.n_features_in_}")
@@ -290,10 +302,19 @@ class RandomProjectionEncoder(_Encoder):
         self.seed = seed
         self.batch_size = batch_size
 
-    def fit(self, X, y=None):
-        X = _check_features(X)
+    def _check_params(self):
         if self.kind not in ("cos", "sign"):
             raise ValueError(f"kind must be 'cos' or 'sign', got {self.kind!r}")
+        g = self.gamma
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not (np.isfinite(g) and g > 0):
+            raise ValueError(f"gamma must be a finite number > 0 (the projection's frequency), got {g!r}")
+        b = self.batch_size
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
+            raise ValueError(f"batch_size must be an int >= 1 (samples projected per step), got {b!r}")
+
+    def fit(self, X, y=None):
+        X = _check_features(X)
+        self._check_params()
         dim = check_dim(self.dim)
         self.n_features_in_ = X.shape[1]
         rng = np.random.default_rng([_check_seed(self.seed), 0x5EED])
@@ -302,13 +323,22 @@ class RandomProjectionEncoder(_Encoder):
         return self
 
     def _prep(self, X):
-        X = X.astype(np.float32)
+        """Rows centred and scaled to unit norm, float32. Shapes: (b, F) float64 -> (b, F)."""
+        # The result does not depend on a row's scale, so first bring each row's largest |x| into
+        # [0.5, 1) by a power of two. That is exact in floating point (results for ordinary
+        # inputs are unchanged, bit for bit), and float32 can then neither overflow (a value past
+        # 3.4e38, or x**2 in the norm past 1.8e19) nor underflow (x**2 below 1e-45) for any
+        # finite input: such rows used to encode as the bias alone (or all zeros) with a warning.
+        _, exp = np.frexp(np.abs(X).max(axis=1, keepdims=True))  # (b, 1)
+        X = np.ldexp(X, -exp).astype(np.float32)
         if self.center:
             X = X - X.mean(axis=1, keepdims=True)
         norm = np.linalg.norm(X, axis=1, keepdims=True)
         return X / np.where(norm > 0, norm, 1.0)
 
     def transform(self, X):
+        check_is_fitted(self, "proj_")
+        self._check_params()  # again: set_params() may follow fit
         X = _check_features(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the encoder was fitted on {self.n_features_in_}")

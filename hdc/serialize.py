@@ -1,11 +1,19 @@
 """Save and load trained HDC models (encoder config + class counters) as safetensors.
 
-A model file holds the class counters (int64, (K, dim)) and any fitted encoder arrays as
-tensors, and in its metadata: a format tag, the format version, the classifier and encoder
-types with their parameters, dim, the class labels and a SHA-256 of every tensor. Encoder
-vectors are not stored: they are regenerated from the seeds (and checked against stored
-digests). Nothing is unpickled; only known classes are rebuilt. Writes are atomic (temp
-file + ``os.replace``); a corrupt, truncated or foreign file raises :class:`ModelFileError`.
+A model file holds the class counters (int64, (K, dim)), numeric class labels and any fitted
+encoder arrays as tensors, and in its metadata: a format tag, the format version, the
+classifier and encoder types with their parameters, dim, the class labels (non-numeric ones)
+and their dtype, a SHA-256 of every tensor (over its dtype, shape and bytes) and a SHA-256 of
+all the metadata, so a changed byte anywhere (a label, ``temperature``, an encoder's
+``gamma``) is refused. Encoder vectors are not stored: they are regenerated from the seeds
+(and checked against stored digests). Nothing is unpickled; only known classes are rebuilt.
+Writes go through :func:`hdc.io.atomic_write`; save and load remove temps left by a killed
+writer of the same file. A corrupt, truncated or foreign file raises :class:`ModelFileError`
+naming the path and the problem.
+
+Format 1 files (before the metadata digest) still load, with an
+:class:`UnverifiedMetadataWarning`: their tensors are checked but their metadata cannot be;
+``save(path, load(path))`` rewrites one in the current format.
 
 Example::
 
@@ -18,18 +26,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import classifiers as C
 from . import encoders as E
+from .io import atomic_write, clean_stale_temps
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save", "load"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "UnverifiedMetadataWarning", "save", "load"]
 
 FORMAT = "hdspike-hdc-model"
-FORMAT_VERSION = 1
+# 2: tensor digests cover dtype and shape, "metadata_sha256" covers the metadata, classes keep
+# their dtype. 1: tensor bytes only (still read, with a warning).
+FORMAT_VERSION = 2
+_META_DIGEST_KEY = "metadata_sha256"
 
 _CLASSIFIERS = {"CentroidClassifier": C.CentroidClassifier, "RetrainClassifier": C.RetrainClassifier}
 _ENCODERS = {"NGramEncoder": E.NGramEncoder, "RandomProjectionEncoder": E.RandomProjectionEncoder,
@@ -46,8 +58,62 @@ class ModelFileError(ValueError):
     """The file is not a readable hdspike HDC model (corrupt, truncated, foreign or too new)."""
 
 
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+class UnverifiedMetadataWarning(UserWarning):
+    """A format-1 model file was loaded: its metadata (labels, parameters) has no checksum."""
+
+
+def _digest(a: np.ndarray, version: int = FORMAT_VERSION) -> str:
+    """SHA-256 of an array; from format 2 on over dtype and shape too (same bytes, other dtype
+    or shape is another array)."""
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256()
+    if version >= 2:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _meta_digest(meta: dict) -> str:
+    """SHA-256 of every metadata entry but the digest itself, in a canonical order. The
+    metadata holds the tensor digests, so this one value covers the whole file."""
+    body = {k: v for k, v in meta.items() if k != _META_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _classes_to_file(classes: np.ndarray):
+    """Labels -> (tensor or None, metadata list or None, dtype string). Numeric labels are a
+    tensor of their own dtype; text labels a JSON list; the dtype string restores them exactly."""
+    kind = classes.dtype.kind
+    if kind in "biuf":
+        native = classes.astype(classes.dtype.newbyteorder("<"), copy=False)
+        return np.ascontiguousarray(native), None, native.dtype.str
+    if kind in "mM":  # datetimes: their int64 ticks, the unit in the dtype string
+        return np.ascontiguousarray(classes.view(np.int64)), None, classes.dtype.str
+    if kind == "U":
+        return None, [str(c) for c in classes], classes.dtype.str
+    if kind == "S":
+        return None, [c.decode("latin-1") for c in classes], classes.dtype.str
+    if kind == "O" and all(type(c) is str for c in classes):
+        return None, list(classes), "|O"
+    types = sorted({type(c).__name__ for c in classes})
+    raise TypeError(f"cannot save class labels of dtype {classes.dtype} (element types {types}); "
+                    f"labels must be numbers, bools, datetimes or str")
+
+
+def _classes_from_file(tensor, listed, dtype_str: str) -> np.ndarray:
+    dtype = np.dtype(dtype_str)
+    if dtype.kind in "biuf":
+        if tensor is None or tensor.dtype != dtype:
+            raise ValueError(f"class labels of dtype {dtype} need a 'classes' tensor of that dtype, "
+                             f"got {None if tensor is None else tensor.dtype}")
+        return tensor
+    if dtype.kind in "mM":
+        return np.ascontiguousarray(tensor, np.int64).view(dtype)
+    if listed is None:
+        raise ValueError(f"class labels of dtype {dtype} need a list in the metadata")
+    if dtype.kind == "S":
+        return np.array([c.encode("latin-1") for c in listed], dtype)
+    return np.array(listed, dtype)
 
 
 def _jsonable(params: dict) -> dict:
@@ -77,27 +143,22 @@ def _split(model):
 def save(path, model) -> Path:
     """Write a fitted classifier, a (encoder, classifier) pair or a 2-step Pipeline to ``path``."""
     from safetensors.numpy import save as st_save
+    from sklearn.utils.validation import check_is_fitted
 
     enc, clf, is_pipe = _split(model)
     ctype = type(clf).__name__
     if ctype not in _CLASSIFIERS:
         raise TypeError(f"cannot save a {ctype}; supported classifiers: {sorted(_CLASSIFIERS)}")
     if not hasattr(clf, "counters_"):
-        raise ValueError("the classifier is not fitted; fit it before saving")
+        raise ValueError(f"the {ctype} is not fitted; fit it before saving")
     tensors = {"counters": np.ascontiguousarray(clf.counters_, np.int64)}
-    classes = np.asarray(clf.classes_)
-    if classes.dtype.kind in "iub":
-        tensors["classes"] = classes.astype(np.int64)
-        classes_meta = None
-    elif classes.dtype.kind == "f":
-        tensors["classes"] = classes.astype(np.float64)
-        classes_meta = None
-    else:
-        classes_meta = [str(c) for c in classes]
+    class_tensor, class_list, class_dtype = _classes_to_file(np.asarray(clf.classes_))
+    if class_tensor is not None:
+        tensors["classes"] = class_tensor
     meta = {
         "format": FORMAT, "format_version": str(FORMAT_VERSION),
         "classifier": ctype, "classifier_params": json.dumps(_jsonable(clf.get_params())),
-        "dim": str(int(clf.dim_)), "classes": json.dumps(classes_meta),
+        "dim": str(int(clf.dim_)), "classes": json.dumps(class_list), "classes_dtype": class_dtype,
     }
     if enc is not None:
         etype = type(enc).__name__
@@ -107,6 +168,8 @@ def save(path, model) -> Path:
         if etype == "NGramEncoder":
             enc._ensure()
             params["alphabet"] = enc.alphabet_
+        else:
+            check_is_fitted(enc, "n_features_in_")
         state = {"n_features_in_": int(getattr(enc, "n_features_in_", 0))}
         for name in _ENCODER_STATE[etype]:
             tensors[f"encoder.{name}"] = np.ascontiguousarray(np.atleast_1d(getattr(enc, name)), np.float64)
@@ -115,29 +178,21 @@ def save(path, model) -> Path:
                      "encoder_state": json.dumps(state), "encoder_digests": json.dumps(digests),
                      "pipeline": json.dumps(is_pipe)})
     meta["tensor_sha256"] = json.dumps({k: _digest(v) for k, v in tensors.items()})
+    meta[_META_DIGEST_KEY] = _meta_digest(meta)
     data = st_save(tensors, metadata=meta)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_write(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def _read(path: Path):
     from safetensors import safe_open
 
+    if path.is_dir():
+        raise IsADirectoryError(f"model path {str(path)!r} is a directory, not a model file")
+    clean_stale_temps(path)  # temps a killed save() of this file left behind
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     raw = path.read_bytes()
     if len(raw) < 8:
         raise ModelFileError(f"{path} is truncated ({len(raw)} bytes): not an hdspike model file")
@@ -159,21 +214,41 @@ def _read(path: Path):
     return meta, tensors
 
 
+def _verify(path: Path, meta: dict, tensors: dict) -> int:
+    """Check the format version and every digest; return the version."""
+    version = int(meta.get("format_version", "-1"))
+    if version > FORMAT_VERSION or version < 1:
+        raise ModelFileError(f"{path} has format version {version}; this hdspike reads 1 to "
+                             f"{FORMAT_VERSION} (upgrade hdspike)")
+    if version >= 2:
+        stored = meta.get(_META_DIGEST_KEY)
+        if stored is None:
+            raise ModelFileError(f"{path}: format {version} file without its {_META_DIGEST_KEY!r}")
+        if _meta_digest(meta) != stored:
+            raise ModelFileError(f"{path}: the metadata (labels, parameters) fails its SHA-256 check "
+                                 f"(file corrupted or edited)")
+    else:
+        warnings.warn(UnverifiedMetadataWarning(
+            f"{path} is a format-1 model file: its tensors are checked but its metadata (class labels, "
+            f"parameters) has no checksum; re-save it with hdc.serialize.save(path, hdc.serialize.load(path)) "
+            f"to add one"), stacklevel=3)
+    digests = json.loads(meta["tensor_sha256"])
+    if set(digests) != set(tensors):
+        raise ModelFileError(f"{path}: stored tensors {sorted(tensors)} differ from its index {sorted(digests)}")
+    for k, v in tensors.items():
+        if _digest(v, version) != digests[k]:
+            raise ModelFileError(f"{path}: tensor {k!r} fails its SHA-256 check (file corrupted)")
+    return version
+
+
 def load(path):
     """Read a model written by :func:`save`: a classifier, an (encoder, classifier) pair or a Pipeline."""
+    if os.fspath(path) == "":
+        raise ValueError("model path is empty; give the path of a file written by hdc.serialize.save")
     path = Path(path)
     meta, tensors = _read(path)
     try:
-        version = int(meta.get("format_version", "-1"))
-        if version > FORMAT_VERSION or version < 1:
-            raise ModelFileError(f"{path} has format version {version}; this hdspike reads up to "
-                                 f"{FORMAT_VERSION} (upgrade hdspike)")
-        digests = json.loads(meta["tensor_sha256"])
-        if set(digests) != set(tensors):
-            raise ModelFileError(f"{path}: stored tensors {sorted(tensors)} differ from its index {sorted(digests)}")
-        for k, v in tensors.items():
-            if _digest(v) != digests[k]:
-                raise ModelFileError(f"{path}: tensor {k!r} fails its SHA-256 check (file corrupted)")
+        version = _verify(path, meta, tensors)
         ctype = meta["classifier"]
         if ctype not in _CLASSIFIERS:
             raise ModelFileError(f"{path}: unknown classifier type {ctype!r}")
@@ -182,10 +257,14 @@ def load(path):
         if counters.ndim != 2 or counters.shape[1] != dim or counters.dtype != np.int64:
             raise ModelFileError(f"{path}: counters of shape {counters.shape} {counters.dtype} do not match dim={dim}")
         cmeta = json.loads(meta["classes"])
-        classes = np.asarray(cmeta) if cmeta is not None else tensors["classes"]
+        if version >= 2:
+            classes = _classes_from_file(tensors.get("classes"), cmeta, meta["classes_dtype"])
+        else:  # format 1 kept numbers as int64/float64 tensors and everything else as str
+            classes = np.asarray(cmeta) if cmeta is not None else tensors["classes"]
         if classes.shape != (counters.shape[0],):
             raise ModelFileError(f"{path}: {classes.shape} classes for {counters.shape[0]} counter rows")
         clf = _CLASSIFIERS[ctype](**json.loads(meta["classifier_params"]))
+        clf._validate_params()
         clf.dim_ = dim
         clf.classes_ = classes
         clf._set_counters(counters, quantize=False)
@@ -196,9 +275,9 @@ def load(path):
                 raise ModelFileError(f"{path}: unknown encoder type {etype!r}")
             enc = _ENCODERS[etype](**json.loads(meta["encoder_params"]))
             state = json.loads(meta["encoder_state"])
-            _rebuild_encoder(enc, etype, state, tensors)
+            _rebuild_encoder(path, enc, etype, state, tensors)
             for name, dig in json.loads(meta["encoder_digests"]).items():
-                if _digest(getattr(enc, name)) != dig:
+                if _digest(getattr(enc, name), version) != dig:
                     raise ModelFileError(f"{path}: the encoder's {name} regenerated from its seed differs "
                                          f"from the saved one (generator changed?)")
     except ModelFileError:
@@ -214,13 +293,14 @@ def load(path):
     return enc, clf
 
 
-def _rebuild_encoder(enc, etype, state, tensors):
+def _rebuild_encoder(path, enc, etype, state, tensors):
     if etype == "NGramEncoder":
         enc._build(enc.alphabet)
         return
-    nf = int(state["n_features_in_"])
+    # LevelEncoder encodes one feature; format-1 files stored 0 for it (it had no n_features_in_)
+    nf = 1 if etype == "LevelEncoder" else int(state["n_features_in_"])
     if nf < 1:
-        raise ModelFileError(f"{etype} state lacks its number of features")
+        raise ModelFileError(f"{path}: the {etype}'s state lacks its number of features")
     if etype == "RandomProjectionEncoder":
         enc.fit(np.zeros((1, nf)))
     elif etype == "RecordEncoder":

@@ -1,5 +1,8 @@
 """Data loaders: data directory setting, checksums, clear errors naming the upstream source."""
 import gzip
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,7 +76,7 @@ def test_fashion_idx_parsing_and_bad_files(tmp_path):
 
 def test_fashion_real_data():
     if not D.fashion_mnist_available():
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+        pytest.skip("Fashion-MNIST not installed (`make data`, or apt-get install dataset-fashion-mnist)")
     (a, b), (c, d) = D.load_fashion_mnist()
     assert a.shape == (60000, 784) and c.shape == (10000, 784) and a.dtype == np.uint8
     assert np.bincount(b).tolist() == [6000] * 10 and np.bincount(d).tolist() == [1000] * 10
@@ -82,3 +85,15 @@ def test_fashion_real_data():
 def test_digits():
     X, y = D.load_digits()
     assert X.shape == (1797, 64) and set(y) == set(range(10))
+
+
+@pytest.mark.parametrize("target", ["test", "test-fast", "bench-quick", "demo"])
+def test_make_targets_install_no_system_package(target):
+    """Data fetching (apt-get, as root) is the explicit `make data` step, never a prerequisite."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    plan = subprocess.run(["make", "-n", "-B", target], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert "apt-get" not in plan
+    data = subprocess.run(["make", "-n", "-B", "data"], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert "apt-get install" in data  # what the assertion above would see if `data` were a prerequisite
