@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import hdc  # noqa: E402
-from bench._common import make_parser, print_table, time_it, write_json  # noqa: E402
+from bench._common import make_parser, parse_args, print_table, time_it, write_json  # noqa: E402
 from spiking_attention.attention import SpikingKWTAAttention, allowed_keys  # noqa: E402
 from spiking_attention.kwta import kwta_mask  # noqa: E402
 from spiking_attention.packed import PACKED_CALLS, PackedSpikingAttention, pack_codes  # noqa: E402
@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="threads for torch and hdc alike")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="a trained SpikingTransformerLM checkpoint: check packed == torch on validation text")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     contexts = args.contexts or ([256, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192])
     code_bits = args.code_bits or ([32] if args.quick else [32, 256])
     torch.set_num_threads(args.threads)
@@ -304,10 +304,10 @@ def main(argv=None) -> dict:
                    "dense": "torch F.scaled_dot_product_attention, float32, causal (prefill) / one row (decode)",
                    "packed": "pack codes + causal Hamming top-k (compiled causal kernel; hdc.topk method beside "
                              "it) + softmax over k + k value rows; decode: hdc.topk over newest-first keys"},
-        "rows": rows, "summary": summary, "trained_check": trained, "plot": str(png),
+        "rows": rows, "summary": summary, "trained_check": trained, "plot": png,
         "wall_s": time.perf_counter() - t_start,
     }
-    path = write_json(out, NAME, payload)
+    path = write_json(out, NAME, payload, allow_dirty=args.allow_dirty)
     print(f"wrote {path} and {png}")
     return payload
 
