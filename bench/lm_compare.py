@@ -390,7 +390,8 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     ax = axes[1]
     for n in names:
         h = first[n].get("history") or []
-        ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=n, lw=1)
+        # markers: a quick run logs only a step or two
+        ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=n, lw=1, marker=".", ms=3)
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (one batch, first seed)")
     lows = [x["loss"] for n in names for x in (first[n].get("history") or [])]
