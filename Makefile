@@ -4,6 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# extra flags for every benchmark of bench-quick, e.g. BENCH_ARGS=--allow-dirty on a tree with
+# uncommitted changes (benchmarks refuse to write results from one otherwise; bench/_common.py)
+BENCH_ARGS ?=
 
 .PHONY: install demo test test-fast test-sanitize bench bench-quick data clean
 
@@ -40,7 +43,7 @@ test-sanitize: install
 	PYTHON=$(BIN)/python bash csrc/run_sanitized_tests.sh
 
 bench-quick: install
-	for b in bench/[a-z]*.py; do $(BIN)/python $$b --quick --out bench/results/quick || exit 1; done
+	for b in bench/[a-z]*.py; do $(BIN)/python $$b --quick --out bench/results/quick $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf build .asan *.egg-info hdc/_hdc_c*.so hdc/_hdc_c.c .pytest_cache

@@ -1,42 +1,81 @@
-"""Shared plumbing for the benchmark scripts: CLI flags, run metadata, atomic JSON, timing.
+"""Shared plumbing for the benchmark scripts: CLI flags, run metadata, the results JSON, timing.
 
 Every benchmark is ``bench/NAME.py`` with ``--out DIR`` (default bench/results, writing
-``DIR/NAME.json``) and ``--quick`` (a preset that finishes in under 40 s on the dev machine).
+``DIR/NAME.json``), ``--quick`` (a preset that finishes in under 40 s on the dev machine) and
+``--allow-dirty``.
+
+Two rules hold for every results file, whatever the script:
+
+- **A clean tree.** A result names the commit it was made from (``meta.commit``); a tree
+  with uncommitted changes to tracked files has no commit that reproduces it, so
+  :func:`write_json` refuses to write unless ``--allow-dirty`` was given, for every ``--out``
+  (``--quick`` and scratch directories included: one rule, no exceptions to remember).
+  With the flag, ``meta.allow_dirty`` is true and the stamp ends in ``-dirty``. Untracked
+  files do not make a tree dirty (:func:`hdc.provenance.is_dirty`). :func:`parse_args`
+  checks this once at start-up too, so a long run fails before it starts, not after.
+- **Repo-relative paths.** ``Path`` values, and strings that are absolute paths inside the
+  repository, are stored relative to it (:func:`hdc.provenance.repo_relative`), so a result
+  read on another machine names the same files. An absolute path outside the repository is
+  refused in a file written to the committed ``bench/results``; elsewhere (a scratch
+  ``--out``) it is kept as it is, since it cannot be expressed relative to the repository.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from hdc.io import write_json as _write_json_file
+from hdc.provenance import REPO, commit_stamp, is_dirty, repo_relative
+
 DEFAULT_OUT = REPO / "bench" / "results"
+
+__all__ = ["REPO", "DEFAULT_OUT", "DirtyTree", "make_parser", "parse_args", "refuse_dirty", "check_clean_tree",
+           "metadata", "write_json", "relativize_paths", "time_it", "print_table"]
+
+
+class DirtyTree(RuntimeError):
+    """Raised when a benchmark would write results from a tree with uncommitted changes."""
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/results)")
     p.add_argument("--quick", action="store_true", help="small preset that finishes in < 40 s")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write results even though tracked files have uncommitted changes "
+                        "(recorded as meta.allow_dirty and a '-dirty' commit stamp)")
     return p
 
 
-def _git_commit() -> str:
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, then :func:`refuse_dirty`."""
+    args = parser.parse_args(argv)
+    refuse_dirty(parser, args)
+    return args
+
+
+def refuse_dirty(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit (status 2, via ``parser.error``) if the tree is dirty without ``--allow-dirty``: the
+    check :func:`write_json` makes at the end, made at start-up so a long run fails at once."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        check_clean_tree(getattr(args, "allow_dirty", False))
+    except DirtyTree as exc:
+        parser.error(str(exc))
+
+
+def check_clean_tree(allow_dirty: bool) -> None:
+    """Raise :class:`DirtyTree` when tracked files differ from HEAD and ``allow_dirty`` is false."""
+    if not allow_dirty and is_dirty():
+        raise DirtyTree(
+            f"the working tree of {REPO} has uncommitted changes to tracked files, so no commit "
+            f"reproduces this result; commit (or stash) them, or pass --allow-dirty to write it "
+            f"anyway (the JSON then records allow_dirty=true and a '-dirty' commit stamp)")
 
 
 def _cpu_info() -> dict:
@@ -66,8 +105,8 @@ def _versions() -> dict:
     return out
 
 
-def metadata() -> dict:
-    """Machine, CPU flags, load, commit and package versions: stored with every result."""
+def metadata(*, allow_dirty: bool = False) -> dict:
+    """Machine, CPU flags, load, commit stamp and package versions: stored with every result."""
     meta = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": platform.node(),
@@ -75,7 +114,8 @@ def metadata() -> dict:
         "cpu": _cpu_info(),
         "n_cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "commit": _git_commit(),
+        "commit": commit_stamp(),
+        "allow_dirty": bool(allow_dirty),
         "versions": _versions(),
     }
     try:
@@ -86,29 +126,51 @@ def metadata() -> dict:
     return meta
 
 
-def write_json(out_dir: Path, name: str, payload: dict) -> Path:
-    """Write ``out_dir/name.json`` atomically (temp file + rename), with metadata attached."""
+def write_json(out_dir: Path, name: str, payload: dict, *, allow_dirty: bool = False) -> Path:
+    """Write ``out_dir/name.json`` atomically with metadata attached; return its path.
+
+    Refuses (:class:`DirtyTree`) on a dirty tree unless ``allow_dirty``; stores paths
+    relative to the repository (:func:`relativize_paths`, strict for ``bench/results``).
+    """
+    check_clean_tree(allow_dirty)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "meta": metadata(), **payload}
+    strict = out_dir.resolve() == DEFAULT_OUT.resolve()
+    payload = {"benchmark": name, "meta": metadata(allow_dirty=allow_dirty), **payload}
+    payload = relativize_paths(payload, strict=strict)
     path = out_dir / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by anyone
-    os.replace(tmp, path)
+    _write_json_file(path, payload)
     return path
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def relativize_paths(obj, *, strict: bool = False, where: str = ""):
+    """A copy of ``obj`` (JSON-like) with every path stored relative to the repository.
+
+    ``Path`` values and strings that are absolute paths (one token, no whitespace) become
+    :func:`repo_relative` strings; numpy scalars and arrays become plain numbers and lists.
+    With ``strict``, a path outside the repository raises ValueError naming its key.
+    """
+    if isinstance(obj, dict):
+        return {k: relativize_paths(v, strict=strict, where=f"{where}.{k}" if where else str(k))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relativize_paths(v, strict=strict, where=f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return relativize_paths(obj.tolist(), strict=strict, where=where)
+    if isinstance(obj, os.PathLike) or (isinstance(obj, str) and _is_abs_path(obj)):
+        rel = repo_relative(obj)
+        if strict and os.path.isabs(rel):
+            raise ValueError(f"results key {where!r} holds the path {str(obj)!r}, outside the repository "
+                             f"{str(REPO)!r}; a file in bench/results stores repository-relative paths only "
+                             f"(store a name, or a path inside the repository)")
+        return rel
+    return obj
+
+
+def _is_abs_path(s: str) -> bool:
+    # One whitespace-free token starting at the root: a path, not a message that mentions one.
+    return len(s) > 1 and os.path.isabs(s) and not any(c.isspace() for c in s)
 
 
 def time_it(fn, *, repeats: int = 5, warmup: int = 1) -> dict:

@@ -60,7 +60,7 @@ def main(argv=None):
     p.add_argument("--fashion-train", type=int, default=20_000, help="Fashion-MNIST training subset")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--no-fashion", action="store_true")
-    args = p.parse_args(argv)
+    args = _common.parse_args(p, argv)
     dims = DIMS
     rows = []
     res = {"quick": args.quick}
@@ -115,7 +115,7 @@ def main(argv=None):
     fig.savefig(png, dpi=110)
     plt.close(fig)
     res.update({"rows": rows, "plot": png.name})
-    print(f"-> {_common.write_json(args.out, stem, res)}")
+    print(f"-> {_common.write_json(args.out, stem, res, allow_dirty=args.allow_dirty)}")
 
 
 if __name__ == "__main__":

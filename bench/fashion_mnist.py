@@ -76,7 +76,7 @@ def main(argv=None):
     p.add_argument("--no-torchhd", action="store_true")
     p.add_argument("--torchhd-train", type=int, default=2000, help="torchhd subset: training images")
     p.add_argument("--torchhd-test", type=int, default=1000, help="torchhd subset: test images")
-    args = p.parse_args(argv)
+    args = _common.parse_args(p, argv)
 
     t_start = time.perf_counter()
     (Xtr, ytr), (Xte, yte) = datasets.load_fashion_mnist()
@@ -175,7 +175,7 @@ def main(argv=None):
     plot(rows, ret.history_, png, D)
     res["plot"] = png.name
     res["seconds"] = time.perf_counter() - t_start
-    print(f"-> {_common.write_json(args.out, name, res)}")
+    print(f"-> {_common.write_json(args.out, name, res, allow_dirty=args.allow_dirty)}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import make_parser, print_table, time_it, write_json  # noqa: E402
+from bench._common import make_parser, print_table, refuse_dirty, time_it, write_json  # noqa: E402
 
 import hdc  # noqa: E402
 from hdc.backends import BackendUnavailable, load_backend  # noqa: E402
@@ -444,7 +444,8 @@ def bench_10m(n_rows, dim, m, threads, tmpdir="/tmp"):
     if free < need * 1.2:
         return {"skipped": f"needs {need / 1e9:.1f} GB on {tmpdir}, {free / 1e9:.1f} GB free"}
     path = os.path.join(tmpdir, f"hdspike_bench_{n_rows}x{dim}.u64")
-    res = {"file": path, "file_bytes": need}
+    # the file name only: it lives in tmpdir (a machine-specific place) and is removed below
+    res = {"file": os.path.basename(path), "file_bytes": need}
     try:
         t0 = time.perf_counter()
         rng = np.random.default_rng(6)
@@ -530,6 +531,7 @@ def main():
         print(json.dumps(worker_10m(args.worker_10m, args.rows_10m, args.dim_10m, args.queries_10m, th,
                                     args.mode_10m)))
         return
+    refuse_dirty(p, args)   # the worker above writes no results; the parent checked already
     import torch
     torch.set_num_threads(th)
     hdc.set_num_threads(th)
@@ -626,7 +628,7 @@ def main():
         "small_call": small, "time_vs_n": series, "topk_10m": ten_m, "ratios": ratios,
         "wall_s": time.perf_counter() - t_start,
     }
-    path = write_json(args.out, "hamming", payload)
+    path = write_json(args.out, "hamming", payload, allow_dirty=args.allow_dirty)
     plot(Path(args.out), main_rows, series, floors[10_000]["floor_s"])
     print(f"\nwrote {path} and hamming_bar.png, hamming_vs_n.png in {args.out} "
           f"({payload['wall_s']:.0f} s, load {load} -> {payload['loadavg_end']})")

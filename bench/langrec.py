@@ -124,7 +124,7 @@ def main(argv=None):
                    help="training lines per language in the torchhd comparison (subset)")
     p.add_argument("--torchhd-test-per-lang", type=int, default=100,
                    help="test sentences per language in the torchhd comparison (subset)")
-    args = p.parse_args(argv)
+    args = _common.parse_args(p, argv)
 
     train_lines = test_per_lang = None
     if args.quick:
@@ -204,7 +204,7 @@ def main(argv=None):
                         f"langrec {args.ngram}-grams, D={args.dim}")
     result["confusion"] = {"rows": sorted(set(labels)), "cols": list(main_row["classes"]), "counts": cm}
     result["plot"] = png.name
-    path = _common.write_json(args.out, name, result)
+    path = _common.write_json(args.out, name, result, allow_dirty=args.allow_dirty)
     print(f"accuracy {main_row['accuracy']:.4f}  whole run {main_row['seconds']:.2f} s  -> {path}")
 
 

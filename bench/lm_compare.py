@@ -1,34 +1,47 @@
-"""Character-level tiny-shakespeare: spiking k-WTA attention against its dense twin and two controls.
+"""Character-level tiny-shakespeare: every registered model family in one comparison table.
 
-Arms (same tokens per seed, same steps, optimizer, schedule and 1 torch thread each):
-  dense    nanoGPT's causal softmax attention (the twin)
-  topk     Explicit Sparse Transformer top-k softmax, k = 8 (non-spiking ablation)
-  window   softmax over the 8 most recent keys (recency control, same density as k = 8)
-  spiking  SpikingTransformerLM: binary Q/K codes of 32 bits per head, k-WTA k = 8
+The rows come from the family registry (:data:`models.FAMILIES`), not from this script:
 
-The spiking configuration is chosen, before the main runs, between two configurations named in
-advance ("spiking": bipolar Hamming score, the default; "spiking-overlap": popcount-of-AND
-score), by one seed trained on the first 90% of the TRAIN split and scored on its last 10%
-(never on validation). If the choice could not be made, the default is used and the JSON says so.
+- each variant a family lists in ``bench`` is a row ``family/variant`` (today ``gpt/dense``,
+  ``gpt/topk``, ``gpt/window``);
+- a family with ``select`` candidates (today ``spiking_kwta``: ``hamming``, ``overlap``) first
+  trains each candidate, one seed, on the first 90% of the TRAIN split and scores it on the
+  last 10% of it (never on validation); the candidate with the lower held-out nats/char
+  becomes the row ``family/<chosen variant>``, and the JSON records the choice and every
+  candidate's score. If a candidate run is missing, the first candidate is used and the JSON
+  says so.
 
-Long context (preset "long"): context 512, batch 4, 600 steps (1.2M training tokens, about the
-main preset's 1.5M), one seed for every arm; then ("long-extra", only if the time budget allows)
-a second seed for dense and spiking. The main preset is nanoGPT's CPU config at context 64.
+A family registered by another module joins with ``--import MODULE`` (repeatable); ``--families
+a,b`` restricts the table. ``gpt/dense`` is the reference of the "vs dense" column when it is
+in the table. Every row trains with the same tokens per seed, the same steps, optimizer and
+schedule and 1 torch thread.
 
-Every (preset, arm, seed) run lives in ``runs/lm_compare/<preset>/<arm>/seed<S>/`` (checkpoint +
-result.json), so an interrupted sweep continues where it stopped, and each run is a separate
-process that holds ``/tmp/hdspike-heavy.lock`` only while it runs.
+Presets: "main" is nanoGPT's CPU config at context 64 (2000 steps, 3 seeds); "select" the same
+on held-out training text; "long" context 512, batch 4, 600 steps, one seed, then
+("long-extra", last and only if time allows) a second seed for the reference and selected
+rows; "quick" / "quick-select" a tiny shape (< 40 s in all). A preset's shape values apply to
+every family whose Config has that field (a family without ``n_layer`` ignores ``n_layer``).
+
+Every (preset, family, variant, seed) run lives in
+``runs/lm_compare/<preset>/<family>/<variant>/seed<S>/`` (checkpoint + result.json), so an
+interrupted sweep continues where it stopped; each run is a child process holding
+``/tmp/hdspike-heavy.lock`` while it runs. ``--quick`` uses ``runs/lm_compare_quick/``, emptied
+at the start of each quick sweep so its numbers always come from the current code.
 
     python bench/lm_compare.py                       # select + main sweep + long context, then report
     python bench/lm_compare.py --quick               # tiny preset (< 40 s), writes lm_compare_quick.json
     python bench/lm_compare.py --report-only         # table/JSON/plot from the finished runs
+    python bench/lm_compare.py --quick --import my_pkg.my_family --families my_family
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import fcntl
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,62 +50,141 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import REPO, make_parser, print_table, write_json  # noqa: E402
+from bench._common import REPO, make_parser, parse_args, print_table, write_json  # noqa: E402
 
 LOCK = "/tmp/hdspike-heavy.lock"
 DEFAULT_RUNS = REPO / "runs" / "lm_compare"
-SPIKING_CANDIDATES = ("spiking", "spiking-overlap")   # named in advance; "spiking" is the default
+QUICK_RUNS = REPO / "runs" / "lm_compare_quick"
+REFERENCE = ("gpt", "dense")   # the "vs dense" column's row, when it is in the table
 
-# preset -> run settings. "model" overrides the base nanoGPT CPU config of spiking_attention.train.
+# preset -> run settings. "model": shape values on top of each family's Config defaults
+# (nanoGPT's CPU shape), applied to the families whose Config has the field.
+_QUICK_SHAPE = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32,
+                "code_bits": 16}   # = n_embd / n_head: spike codes as wide as a dense head (equal params)
 PRESETS = {
     "main": {"iters": 2000, "batch_size": 12, "seeds": [0, 1, 2], "held_out": False, "model": {}},
     "select": {"iters": 2000, "batch_size": 12, "seeds": [0], "held_out": True, "model": {}},
     # long context: where sparsity matters (k = 8 of up to 512 allowed keys); fewer steps and seeds
-    # ("long-extra" phase, last and only if time allows: a second seed for dense and spiking)
     "long": {"iters": 600, "batch_size": 4, "seeds": [0], "held_out": False, "model": {"block_size": 512},
-             "extra_seeds": [1], "extra_arms": ["dense", "<chosen>"]},
-    "quick": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": False,
-              "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}},
-    "quick-select": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": True,
-                     "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}},
+             "extra_seeds": [1]},
+    "quick": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": False, "model": _QUICK_SHAPE},
+    "quick-select": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": True, "model": _QUICK_SHAPE},
 }
-CONTROL_ARMS = ("dense", "topk", "window")
+PHASES = ("main-bench", "select", "main-selected", "long", "long-extra")
 
 
-def _code_bits(preset: str) -> dict:
-    """Q/K code width per head = the dense head size, so the parameter counts match."""
-    m = {"n_embd": 128, "n_head": 4, **PRESETS[preset]["model"]}
-    return {"code_bits": m["n_embd"] // m["n_head"]}
+# ----------------------------------------------------------------------------- the rows, from the registry
+
+def import_families(modules: list[str]) -> None:
+    """Import plug-in modules that register more families (``--import``)."""
+    from models.train import import_plugins
+    import_plugins(modules)
 
 
-def run_dir(runs: Path, preset: str, arm: str, seed: int) -> Path:
-    return runs / preset / arm / f"seed{seed}"
+def table_families(only: list[str] | None = None) -> list[str]:
+    """The families of the table: every registered one with a ``bench`` or ``select`` entry,
+    in registry order, or exactly ``only`` (each must be registered)."""
+    from models import FAMILIES
+    if only:
+        unknown = [f for f in only if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"--families names unknown families {unknown}; registered: {sorted(FAMILIES)} "
+                             f"(a plug-in family needs --import MODULE)")
+        return list(only)
+    return [name for name, fam in FAMILIES.items() if fam.bench or fam.select]
 
 
-def run_one(runs: Path, preset: str, arm: str, seed: int) -> dict:
-    """Train + evaluate one (preset, arm, seed) in this process (1 thread)."""
-    import torch
-    from spiking_attention.train import TrainConfig, train_run
-    torch.set_num_threads(1)
+def selection_runs(families: list[str], preset: str) -> list[tuple[str, str, int]]:
+    """(family, variant, seed) of every candidate run of the families with ``select``."""
+    from models import get_family
+    seed = PRESETS[preset]["seeds"][0]
+    return [(f, v, seed) for f in families for v in get_family(f).select]
+
+
+def choose_variant(runs: Path, select_preset: str, family: str) -> dict:
+    """The candidate of ``family`` with the lowest held-out TRAIN nats/char (first candidate if
+    any run is missing), with every candidate's score: the JSON's ``selection[family]``."""
+    from models import get_family
+    candidates = list(get_family(family).select)
+    seed = PRESETS[select_preset]["seeds"][0]
+    scores = {}
+    for v in candidates:
+        r = _load(run_dir(runs, select_preset, family, v, seed))
+        if r is not None:
+            scores[v] = r["val_nats_per_char"]
+    if len(scores) == len(candidates):
+        chosen, how = min(candidates, key=scores.__getitem__), "lowest held-out-train nats/char"
+    else:
+        chosen, how = candidates[0], "first candidate (selection runs incomplete)"
+    return {"candidates": candidates, "chosen": chosen, "how": how, "preset": select_preset, "seed": seed,
+            "heldout_train_nats_per_char": scores}
+
+
+def table_rows_spec(runs: Path, families: list[str], select_preset: str) -> tuple[list[tuple[str, str]], dict]:
+    """The rows ``[(family, variant), ...]`` of the table and the selection record per family.
+
+    Each family's ``bench`` variants in order, then its selected variant when it has ``select``.
+    """
+    from models import get_family
+    rows, selection = [], {}
+    for f in families:
+        fam = get_family(f)
+        rows += [(f, v) for v in fam.bench]
+        if fam.select:
+            selection[f] = choose_variant(runs, select_preset, f)
+            if (f, selection[f]["chosen"]) not in rows:
+                rows.append((f, selection[f]["chosen"]))
+    return rows, selection
+
+
+def label(family: str, variant: str) -> str:
+    return f"{family}/{variant}"
+
+
+# ----------------------------------------------------------------------------- running
+
+def run_dir(runs: Path, preset: str, family: str, variant: str, seed: int) -> Path:
+    return Path(runs) / preset / family / variant / f"seed{seed}"
+
+
+def preset_overrides(family: str, preset: str) -> dict:
+    """The preset's shape values that ``family``'s Config has (others do not apply to it)."""
+    from models import get_family
+    names = {f.name for f in dataclasses.fields(get_family(family).config)}
+    return {k: v for k, v in PRESETS[preset]["model"].items() if k in names}
+
+
+def train_config(preset: str, seed: int):
+    from models.train import TrainConfig
     p = PRESETS[preset]
-    overrides = dict(p["model"])
-    if arm.startswith("spiking"):
-        overrides.update(_code_bits(preset))
-    cfg = TrainConfig(max_iters=p["iters"], batch_size=p["batch_size"], seed=seed, data_seed=1000 + seed,
-                      threads=1, held_out=p["held_out"])
-    return train_run(arm, run_dir(runs, preset, arm, seed), cfg, model_overrides=overrides,
-                     progress=not preset.startswith("quick"))
+    return TrainConfig(max_iters=p["iters"], batch_size=p["batch_size"], seed=seed, data_seed=1000 + seed,
+                       threads=1, held_out=p["held_out"])
 
 
-def spawn(runs: Path, preset: str, arm: str, seed: int, log) -> bool:
+def run_one(runs: Path, preset: str, family: str, variant: str, seed: int, text: str | None = None) -> dict:
+    """Train + evaluate one (preset, family, variant, seed) in this process (1 torch thread).
+
+    ``text`` replaces tiny-shakespeare (the tests train on a small string)."""
+    import torch
+    from models.train import train_run
+    torch.set_num_threads(1)
+    return train_run(family, run_dir(runs, preset, family, variant, seed), train_config(preset, seed),
+                     variant=variant, overrides=preset_overrides(family, preset),
+                     progress=not preset.startswith("quick"), text=text)
+
+
+def spawn(runs: Path, preset: str, family: str, variant: str, seed: int, imports: list[str], log) -> bool:
     """Run one job in a child process holding the heavy lock for its own duration only."""
-    if (run_dir(runs, preset, arm, seed) / "result.json").exists():
+    if (run_dir(runs, preset, family, variant, seed) / "result.json").exists():
         return True
-    cmd = [sys.executable, __file__, "--one", preset, arm, str(seed), "--runs", str(runs)]
+    cmd = [sys.executable, __file__, "--one", preset, family, variant, str(seed), "--runs", str(runs)]
+    for m in imports:
+        cmd += ["--import", m]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    name = f"{preset}/{family}/{variant}/seed{seed}"
     t0 = time.time()
-    print(f"[{time.strftime('%H:%M:%S')}] start {preset}/{arm}/seed{seed}", file=log, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] start {name}", file=log, flush=True)
     with open(LOCK, "a") as lockf:
         # each full run holds the shared heavy lock while it runs (released when the child is done);
         # the --quick runs are a few seconds of CPU each, below the lock's threshold
@@ -100,29 +192,42 @@ def spawn(runs: Path, preset: str, arm: str, seed: int, log) -> bool:
             fcntl.flock(lockf, fcntl.LOCK_EX)
         t_lock = time.time()
         rc = subprocess.run(cmd, env=env, cwd=REPO).returncode
-    print(f"[{time.strftime('%H:%M:%S')}] done {preset}/{arm}/seed{seed} rc={rc} "
+    print(f"[{time.strftime('%H:%M:%S')}] done {name} rc={rc} "
           f"(waited {t_lock - t0:.0f}s for the lock, ran {time.time() - t_lock:.0f}s)", file=log, flush=True)
     return rc == 0
 
 
-def choose_spiking(runs: Path, select_preset: str) -> dict:
-    """Pick the spiking config with the lower held-out TRAIN loss; the default if none finished."""
-    scores = {}
-    for arm in SPIKING_CANDIDATES:
-        r = _load(run_dir(runs, select_preset, arm, PRESETS[select_preset]["seeds"][0]))
-        if r is not None:
-            scores[arm] = r["val_nats_per_char"]
-    if len(scores) == len(SPIKING_CANDIDATES):
-        chosen, how = min(scores, key=scores.get), "lower held-out-train nats/char"
-    else:
-        chosen, how = SPIKING_CANDIDATES[0], "default (selection runs incomplete)"
-    return {"chosen": chosen, "how": how, "heldout_train_nats_per_char": scores,
-            "candidates": list(SPIKING_CANDIDATES)}
+def jobs_for(phases: list[str], runs: Path, families: list[str], quick: bool):
+    """Yield (preset, family, variant, seed) in phase order; the selected rows' jobs are made
+    only when their phase comes, after the selection runs have finished."""
+    main_p, sel_p = ("quick", "quick-select") if quick else ("main", "select")
+    from models import get_family
+    bench_rows = [(f, v) for f in families for v in get_family(f).bench]
+    for ph in phases:
+        if ph == "main-bench":
+            # seed-major order, so an early stop still leaves every bench row with some seeds
+            yield from ((main_p, f, v, s) for s in PRESETS[main_p]["seeds"] for f, v in bench_rows)
+        elif ph == "select":
+            yield from ((sel_p, f, v, s) for f, v, s in selection_runs(families, sel_p))
+        elif ph == "main-selected":
+            for f, v in _selected(runs, families, sel_p):
+                yield from ((main_p, f, v, s) for s in PRESETS[main_p]["seeds"])
+        elif ph == "long" and not quick:
+            rows, _ = table_rows_spec(runs, families, sel_p)
+            yield from (("long", f, v, s) for s in PRESETS["long"]["seeds"] for f, v in rows)
+        elif ph == "long-extra" and not quick:
+            rows = [r for r in [REFERENCE] if r[0] in families] + _selected(runs, families, sel_p)
+            yield from (("long", f, v, s) for s in PRESETS["long"]["extra_seeds"] for f, v in rows)
 
 
-def finished_seeds(runs: Path, preset: str, arm: str) -> list[int]:
-    """Seeds with a result.json for (preset, arm), in order (extra seeds included)."""
-    d = runs / preset / arm
+def _selected(runs: Path, families: list[str], sel_p: str) -> list[tuple[str, str]]:
+    from models import get_family
+    return [(f, choose_variant(runs, sel_p, f)["chosen"]) for f in families if get_family(f).select]
+
+
+def finished_seeds(runs: Path, preset: str, family: str, variant: str) -> list[int]:
+    """Seeds with a result.json, in order (extra seeds included)."""
+    d = Path(runs) / preset / family / variant
     return sorted(int(x.name[4:]) for x in d.glob("seed*") if (x / "result.json").exists()) if d.is_dir() else []
 
 
@@ -131,64 +236,18 @@ def _load(d: Path) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def spiking_available() -> bool:
-    try:
-        from spiking_attention.attention import SpikingKWTAAttention  # noqa: F401
-        return True
-    except ImportError:
-        return False
+# ----------------------------------------------------------------------------- summary and table
+
+ACCOUNTING_CHUNKS = 8   # plots' forward pass: the first 8 context-length chunks of the eval split
 
 
-# ----------------------------------------------------------------------------- reporting
-
-ACCOUNTING_CHUNKS = 8   # accounting forward pass: the first 8 context-length chunks of the eval split
-
-
-def _accounting_input(ckpt: dict):
+def _eval_input(ckpt: dict, run_result: dict):
     import torch
-    from spiking_attention.train import prepare_data
-    held_out = ckpt.get("train_config", {}).get("held_out", False)
-    _, _, eval_ids = prepare_data(held_out)
-    T = ckpt["model_config"]["block_size"]
+    from models.train import prepare_data
+    _, _, eval_ids = prepare_data(run_result["train_config"].get("held_out", False))
+    T = ckpt["config"]["block_size"]
     n = min(ACCOUNTING_CHUNKS, (len(eval_ids) - 1) // T)
     return eval_ids[: n * T].view(n, T).to(torch.long)
-
-
-def posthoc_accounting(d: Path) -> dict | None:
-    """The components' accounting (firing rates, density, SOPs, energy ESTIMATE) of a finished run.
-
-    Computed from the run's checkpoint on a fixed slice of its eval split and cached in
-    ``accounting.json`` beside ``result.json`` (runs that predate the accounting module lack it).
-    """
-    cache = d / "accounting.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    if not (d / "ckpt.pt").exists():
-        return None
-    try:
-        import torch
-        from spiking_attention.accounting import account_model
-        from spiking_attention.train import _write_json, load_model
-    except ImportError:
-        return None
-    torch.set_num_threads(1)
-    model, _, ck = load_model(d / "ckpt.pt")
-    rep = account_model(model, _accounting_input(ck))
-    rep.pop("linear", None)   # per-Linear detail: large and the same for every arm
-    rep["input"] = f"first {ACCOUNTING_CHUNKS} context chunks of the eval split"
-    _write_json(cache, rep)
-    return rep
-
-
-def spiking_plots(d: Path, out_dir: Path, prefix: str) -> dict:
-    """Spike raster, attention map (layer 0, head 0) and per-layer firing rates of a trained run."""
-    try:
-        from spiking_attention.plots import plot_model
-        from spiking_attention.train import load_model
-    except ImportError:
-        return {}
-    model, _, ck = load_model(d / "ckpt.pt")
-    return {k: str(v) for k, v in plot_model(model, _accounting_input(ck)[:1], out_dir, prefix=prefix).items()}
 
 
 def _mean_std(xs):
@@ -199,80 +258,84 @@ def _mean_std(xs):
 
 
 def _layer_summary(res: dict) -> dict:
-    """Per-layer attention density and firing rates (every stat whose name mentions rate/density)."""
+    """Per-layer attention density and firing rates (every stat whose name mentions rate/silent)."""
     out = {"attn_density": [], "firing_rates": []}
     for s in res.get("layer_stats", []):
         out["attn_density"].append(s.get("attn_density", s.get("density")))
-        rates = {k: v for k, v in s.items() if "rate" in k or "silent" in k}
-        out["firing_rates"].append(rates)
+        out["firing_rates"].append({k: v for k, v in s.items() if "rate" in k or "silent" in k})
     return out
 
 
-def summarise(runs: Path, preset: str, arms: list[str], arm_labels: dict[str, str]) -> dict:
+def summarise(runs: Path, preset: str, rows: list[tuple[str, str]]) -> dict:
+    """``{"family/variant": summary}`` over the finished seeds of each row (rows without any are left out)."""
     out = {}
-    for arm in arms:
+    for family, variant in rows:
         per_seed = {}
-        for seed in finished_seeds(runs, preset, arm):
-            r = _load(run_dir(runs, preset, arm, seed))
-            if r is None:
-                continue
+        for seed in finished_seeds(runs, preset, family, variant):
+            d = run_dir(runs, preset, family, variant, seed)
+            r = _load(d)
             ls = _layer_summary(r)
-            acc = r.get("accounting") or posthoc_accounting(run_dir(runs, preset, arm, seed))
             per_seed[str(seed)] = {
+                "run_dir": d,   # a Path: the results writer stores it relative to the repository
                 "val_nats_per_char": r["val_nats_per_char"], "val_bits_per_char": r["val_bits_per_char"],
                 "train_tokens_per_s": r["train_tokens_per_s"], "train_time_s": r["train_time_s"],
                 "eval_time_s": r["eval_time_s"], "peak_rss_mb": r["peak_rss_mb"], "n_params": r["n_params"],
                 "attn_density_per_layer": ls["attn_density"], "firing_rates_per_layer": ls["firing_rates"],
-                "layer_stats": r.get("layer_stats"), "accounting": acc,
+                "layer_stats": r.get("layer_stats"), "accounting": r.get("accounting"),
                 "final_train_loss": r.get("final_train_loss"), "history": r.get("history"),
-                "model_config": r["model_config"], "commit": r.get("commit"), "eval_chars": r["eval_chars"],
+                "config": r["config"], "commit": r.get("commit"), "eval_chars": r["eval_chars"],
             }
         if not per_seed:
             continue
-        vals = [v["val_nats_per_char"] for v in per_seed.values()]
-        m, s = _mean_std(vals)
+        seeds = list(per_seed.values())
+        m, s = _mean_std([v["val_nats_per_char"] for v in seeds])
         dens = [statistics.fmean([d for d in v["attn_density_per_layer"] if d is not None])
-                for v in per_seed.values() if any(d is not None for d in v["attn_density_per_layer"])]
-        accs = [v["accounting"]["totals"] for v in per_seed.values() if v.get("accounting")]
+                for v in seeds if any(d is not None for d in v["attn_density_per_layer"])]
+        accs = [v["accounting"]["totals"] for v in seeds if v.get("accounting")]
         acc_mean = {}
         for key in ("mac_per_token", "sops_per_token", "mean_firing_rate"):
             xs = [a[key] for a in accs if a.get(key) is not None]
             acc_mean[key] = statistics.fmean(xs) if xs else None
-        xs = [a["energy_estimate_pJ_per_token"]["fp32"] for a in accs]
+        xs = [a["energy_estimate_pJ_per_token"]["fp32"] for a in accs if a.get("energy_estimate_pJ_per_token")]
         acc_mean["energy_estimate_pJ_per_token_fp32"] = statistics.fmean(xs) if xs else None
-        out[arm_labels.get(arm, arm)] = {
-            "accounting_mean": acc_mean,
-            "run_arm": arm, "n_seeds": len(per_seed), "seeds": per_seed,
+        out[label(family, variant)] = {
+            "family": family, "variant": variant, "n_seeds": len(per_seed), "seeds": per_seed,
             "val_nats_per_char_mean": m, "val_nats_per_char_std": s,
             "val_bits_per_char_mean": m / math.log(2), "val_bits_per_char_std": s / math.log(2),
-            "train_tokens_per_s_mean": _mean_std([v["train_tokens_per_s"] for v in per_seed.values()])[0],
-            "train_time_s_mean": _mean_std([v["train_time_s"] for v in per_seed.values()])[0],
-            "peak_rss_mb_max": max(v["peak_rss_mb"] for v in per_seed.values()),
-            "n_params": next(iter(per_seed.values()))["n_params"],
+            "train_tokens_per_s_mean": _mean_std([v["train_tokens_per_s"] for v in seeds])[0],
+            "train_time_s_mean": _mean_std([v["train_time_s"] for v in seeds])[0],
+            "peak_rss_mb_max": max(v["peak_rss_mb"] for v in seeds),
+            "n_params": seeds[0]["n_params"],
             "attn_density_mean": statistics.fmean(dens) if dens else None,
+            "accounting_mean": acc_mean,
         }
-    if "dense" in out:
-        d = out["dense"]["val_nats_per_char_mean"]
-        for a in out.values():
-            a["gap_to_dense_nats"] = a["val_nats_per_char_mean"] - d
+    ref = out.get(label(*REFERENCE))
+    for a in out.values():
+        a["gap_to_dense_nats"] = None if ref is None else a["val_nats_per_char_mean"] - ref["val_nats_per_char_mean"]
     return out
 
 
+COLUMNS = ["family", "seeds", "params", "nats/char", "bits/char", "vs dense", "density", "firing rate", "tok/s",
+           "train s", "peak MB", "MAC/tok", "SOP/tok", "E est. pJ/tok"]
+
+
 def table_rows(summary: dict) -> list[dict]:
+    """One printable row per summary entry, under :data:`COLUMNS`."""
     rows = []
-    for arm, a in summary.items():
+    for name, a in summary.items():
+        acc = a["accounting_mean"]
         rows.append({
-            "arm": arm, "seeds": a["n_seeds"], "params": a["n_params"],
+            "family": name, "seeds": a["n_seeds"], "params": a["n_params"],
             "nats/char": f"{a['val_nats_per_char_mean']:.4f} +- {a['val_nats_per_char_std']:.4f}",
             "bits/char": f"{a['val_bits_per_char_mean']:.4f} +- {a['val_bits_per_char_std']:.4f}",
-            "vs dense": f"{a.get('gap_to_dense_nats', float('nan')):+.4f}",
-            "density": "" if a["attn_density_mean"] is None else f"{a['attn_density_mean']:.4f}",
+            "vs dense": _fmt_opt(a["gap_to_dense_nats"], "+.4f"),
+            "density": _fmt_opt(a["attn_density_mean"], ".4f"),
+            "firing rate": _fmt_opt(acc.get("mean_firing_rate"), ".3f"),
             "tok/s": f"{a['train_tokens_per_s_mean']:.0f}", "train s": f"{a['train_time_s_mean']:.0f}",
             "peak MB": f"{a['peak_rss_mb_max']:.0f}",
-            "q/k rate": _fmt_opt(a["accounting_mean"].get("mean_firing_rate"), ".3f"),
-            "MAC/tok": _fmt_opt(a["accounting_mean"].get("mac_per_token"), ".3g"),
-            "SOP/tok": _fmt_opt(a["accounting_mean"].get("sops_per_token"), ".3g"),
-            "E est. pJ/tok": _fmt_opt(a["accounting_mean"].get("energy_estimate_pJ_per_token_fp32"), ".3g"),
+            "MAC/tok": _fmt_opt(acc.get("mac_per_token"), ".3g"),
+            "SOP/tok": _fmt_opt(acc.get("sops_per_token"), ".3g"),
+            "E est. pJ/tok": _fmt_opt(acc.get("energy_estimate_pJ_per_token_fp32"), ".3g"),
         })
     return rows
 
@@ -281,67 +344,86 @@ def _fmt_opt(v, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-COLUMNS = ["arm", "seeds", "params", "nats/char", "bits/char", "vs dense", "density", "q/k rate", "tok/s",
-           "train s", "peak MB", "MAC/tok", "SOP/tok", "E est. pJ/tok"]
+def _spiking(a: dict) -> bool:
+    """A row whose layers report firing rates (the stats protocol), whatever its family."""
+    return any(_rate_keys(s["firing_rates_per_layer"]) for s in a["seeds"].values())
+
+
+def spike_plots(summary: dict, out_dir: Path, name: str) -> dict:
+    """Raster, attention map (layer 0, head 0) and per-layer firing rates of the first seed of
+    every spiking row: ``{"family/variant": {"raster": Path, ...}}``."""
+    from models.train import load_model
+    from spiking_attention.plots import plot_model
+    out = {}
+    for lab, a in summary.items():
+        if not _spiking(a):
+            continue
+        d = next(iter(a["seeds"].values()))["run_dir"]
+        if not (d / "ckpt.pt").exists():
+            continue
+        model, _, ck = load_model(d / "ckpt.pt")
+        x = _eval_input(ck, _load(d))[:1]
+        out[lab] = plot_model(model, x, out_dir, prefix=f"{name}_{a['family']}_{a['variant']}")
+    return out
 
 
 def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from hdc.io import atomic_write
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    arms = list(summary)
+    names = list(summary)
+    first = {n: next(iter(summary[n]["seeds"].values())) for n in names}
     ax = axes[0]
-    means = [summary[a]["val_nats_per_char_mean"] for a in arms]
-    stds = [summary[a]["val_nats_per_char_std"] for a in arms]
-    ax.bar(arms, means, yerr=stds, capsize=4, color="tab:blue")
-    for a in arms:
-        for s in summary[a]["seeds"].values():
-            ax.plot(arms.index(a), s["val_nats_per_char"], "k.", ms=5)
-    lo = min(means) - 0.1 if means else 0
-    ax.set_ylim(lo, max(means) + 0.1 if means else 1)
+    means = [summary[n]["val_nats_per_char_mean"] for n in names]
+    stds = [summary[n]["val_nats_per_char_std"] for n in names]
+    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
+    for i, n in enumerate(names):
+        for s in summary[n]["seeds"].values():
+            ax.plot(i, s["val_nats_per_char"], "k.", ms=5)
+    ax.set_ylim(min(means) - 0.1, max(means) + 0.1)
     ax.set_ylabel("validation nats/char (full split)")
+    ax.tick_params(axis="x", labelrotation=20)
     ax.set_title(title)
     ax = axes[1]
-    for a in arms:
-        s0 = next(iter(summary[a]["seeds"].values()))
-        h = s0.get("history") or []
-        ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=a, lw=1)
+    for n in names:
+        h = first[n].get("history") or []
+        # markers: a quick run logs only a step or two
+        ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=n, lw=1, marker=".", ms=3)
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (one batch, first seed)")
-    lows = [x["loss"] for a in arms for x in (next(iter(summary[a]["seeds"].values())).get("history") or [])]
+    lows = [x["loss"] for n in names for x in (first[n].get("history") or [])]
     if lows and min(lows) < 3.0:
         ax.set_ylim(top=3.5)   # the first steps (~4.2 nats) would squash the part that matters
     ax.legend()
     ax.set_title("training curves")
     ax = axes[2]
     plotted = False
-    for a in arms:
-        s0 = next(iter(summary[a]["seeds"].values()))
-        for key in _rate_keys(s0["firing_rates_per_layer"]):
-            ys = [r.get(key) for r in s0["firing_rates_per_layer"]]
-            ax.plot(range(len(ys)), ys, "o-", label=f"{a}: {key}")
+    for n in names:
+        for key in _rate_keys(first[n]["firing_rates_per_layer"]):
+            ys = [r.get(key) for r in first[n]["firing_rates_per_layer"]]
+            ax.plot(range(len(ys)), ys, "o-", label=f"{n}: {key}")
             plotted = True
-        dens = s0["attn_density_per_layer"]
+        dens = first[n]["attn_density_per_layer"]
         if any(d is not None for d in dens):
-            ax.plot(range(len(dens)), dens, "s--", label=f"{a}: attention density")
+            ax.plot(range(len(dens)), dens, "s--", label=f"{n}: attention density")
             plotted = True
     ax.set_xlabel("layer")
-    n_layers = max(len(next(iter(summary[a]["seeds"].values()))["attn_density_per_layer"]) for a in arms)
-    ax.set_xticks(range(n_layers))
+    ax.set_xticks(range(max(len(first[n]["attn_density_per_layer"]) for n in names)))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate / density")
-    ax.set_title("per-layer firing rate and attention density (seed 0)")
+    ax.set_title("per-layer firing rate and attention density (first seed)")
     if plotted:
         ax.legend(fontsize=7, loc="center right")
     if long_summary:
         txt = "long context (512): " + ", ".join(
-            f"{a} {v['val_nats_per_char_mean']:.3f}" for a, v in long_summary.items())
+            f"{n} {v['val_nats_per_char_mean']:.3f}" for n, v in long_summary.items())
         fig.text(0.01, 0.01, txt, fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -354,110 +436,104 @@ def _rate_keys(rates_per_layer: list[dict]) -> list[str]:
     return keys
 
 
-def report(args, runs: Path, quick: bool) -> dict:
+def report(args, runs: Path, families: list[str]) -> dict:
+    """Print the table(s) and write the JSON and the plots from the finished runs."""
+    from models import get_family
+    quick = args.quick
     main_p, sel_p = ("quick", "quick-select") if quick else ("main", "select")
-    selection = choose_spiking(runs, sel_p)
-    chosen = selection["chosen"]
-    labels = {chosen: "spiking_kwta"}
-    summary = summarise(runs, main_p, list(CONTROL_ARMS) + [chosen], labels)
-    long_summary = {} if quick else summarise(runs, "long", list(CONTROL_ARMS) + [chosen], labels)
+    rows, selection = table_rows_spec(runs, families, sel_p)
+    summary = summarise(runs, main_p, rows)
+    long_summary = {} if quick else summarise(runs, "long", rows)
     print("\n== tiny-shakespeare, full validation split ==")
     print_table(table_rows(summary), COLUMNS)
-    for arm, a in summary.items():
-        s0 = next(iter(a["seeds"].values()))
-        if any(s0["firing_rates_per_layer"]):
-            print(f"{arm} per-layer firing rates (seed {next(iter(a['seeds']))}):",
-                  json.dumps(s0["firing_rates_per_layer"]))
+    for name, a in summary.items():
+        if _spiking(a):
+            seed, s0 = next(iter(a["seeds"].items()))
+            print(f"{name} per-layer firing rates (seed {seed}):", json.dumps(s0["firing_rates_per_layer"]))
     if long_summary:
         print("\n== long context (block 512; settings in JSON 'presets.long') ==")
         print_table(table_rows(long_summary), COLUMNS)
-    print("spiking selection:", json.dumps(selection))
+    for f, sel in selection.items():
+        print(f"{f} selection:", json.dumps(sel))
     print("E est. = energy ESTIMATE per token (FP32 preset, 45 nm per-operation figures; "
           "spiking_attention.accounting), not a measurement")
     name = "lm_compare_quick" if quick else "lm_compare"
+    out_dir = Path(args.out)
     payload = {
         "description": "char-level tiny-shakespeare, first 90% train / last 10% validation, full validation "
                        "split in non-overlapping context chunks; same tokens per seed (data_seed 1000+seed), "
                        "AdamW 1e-3->1e-4 cosine, warm-up 100, wd 0.1, clip 1.0, 1 torch thread per run",
         "presets": {k: PRESETS[k] for k in ((main_p, sel_p) if quick else ("main", "select", "long"))},
-        "spiking_selection": selection, "arms": summary, "long_context": long_summary,
-        "targets": {"spiking_kwta_gap_nats": 0.10, "topk_gap_nats": 0.03},
+        "families": {f: {"description": get_family(f).description, "variants": get_family(f).variants,
+                         "bench": list(get_family(f).bench), "select": list(get_family(f).select)}
+                     for f in families},
+        "imports": list(args.imports),
+        "reference": label(*REFERENCE) if label(*REFERENCE) in summary else None,
+        "selection": selection,
+        "rows": summary,
+        "long_context": long_summary,
+        # project targets, gap to gpt/dense in nats/char; a family name stands for its selected row
+        "targets": {"spiking_kwta": 0.10, "gpt/topk": 0.03},
+        "runs_dir": Path(runs),
     }
-    if "spiking_kwta" in summary:
-        seed0 = next(iter(summary["spiking_kwta"]["seeds"]))
-        payload["spiking_plots"] = spiking_plots(run_dir(runs, main_p, chosen, int(seed0)), Path(args.out),
-                                                 f"{name}_spiking")
-    path = write_json(args.out, name, payload)
-    png = Path(args.out) / f"{name}.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload["spike_plots"] = spike_plots(summary, out_dir, name)
+    png = out_dir / f"{name}.png"
     if summary:
         pm = PRESETS[main_p]
         ctx = pm["model"].get("block_size", 64)
         plot(summary, long_summary, png, f"tiny-shakespeare, ctx {ctx}, {pm['iters']} steps, "
                                          f"{len(pm['seeds'])} seeds (mean +- std)")
-    print(f"wrote {path} and {png}")
+        payload["plot"] = png
+    path = write_json(out_dir, name, payload, allow_dirty=args.allow_dirty)
+    print(f"wrote {path}" + (f" and {png}" if summary else " (no finished runs: no plot)"))
     return payload
 
 
 def main(argv=None) -> int:
     p = make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module that registers more families (repeatable)")
+    p.add_argument("--families", default=None,
+                   help="comma list of families for the table (default: every registered family "
+                        "with bench or select variants)")
     p.add_argument("--runs", type=Path, default=None,
                    help="runs directory, the cache of finished runs (default runs/lm_compare; "
-                        "--quick: a fresh temporary directory)")
-    p.add_argument("--one", nargs=3, metavar=("PRESET", "ARM", "SEED"), help=argparse_suppress())
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--phases", default="main-controls,select,main-spiking,long,long-extra",
-                   help="comma list of phases to run, in order (default: all)")
+                        "--quick: runs/lm_compare_quick, emptied at the start of each quick sweep)")
+    p.add_argument("--one", nargs=4, metavar=("PRESET", "FAMILY", "VARIANT", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true", help="table, JSON and plots from the finished runs")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma list of phases to run, in order (default: all of {','.join(PHASES)})")
     p.add_argument("--log", type=Path, default=None, help="progress log (default: stderr)")
-    a = p.parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    # a child (--one) writes a run's result.json, not results: the parent checked the tree
+    a = p.parse_args(argv) if "--one" in argv else parse_args(p, argv)
+    import_families(a.imports)
+    if a.one:
+        preset, family, variant, seed = a.one
+        res = run_one(a.runs, preset, family, variant, int(seed))
+        print(json.dumps({k: res[k] for k in ("family", "variant", "seed", "split", "val_nats_per_char",
+                                              "train_time_s")}))
+        return 0
+    try:
+        families = table_families([f for f in a.families.split(",") if f] if a.families else None)
+    except ValueError as exc:
+        p.error(str(exc))
+    bad = [ph for ph in a.phases.split(",") if ph not in PHASES]
+    if bad:
+        p.error(f"--phases names unknown phases {bad}; choose from {list(PHASES)}")
     runs = a.runs
     if runs is None:
-        import tempfile
-        runs = Path(tempfile.mkdtemp(prefix="lm_compare_quick_")) if a.quick else DEFAULT_RUNS
-    if a.one:
-        preset, arm, seed = a.one
-        res = run_one(runs, preset, arm, int(seed))
-        print(json.dumps({k: res[k] for k in ("arm", "seed", "split", "val_nats_per_char", "train_time_s")}))
-        return 0
+        runs = QUICK_RUNS if a.quick else DEFAULT_RUNS
+        if a.quick and not a.report_only:
+            shutil.rmtree(QUICK_RUNS, ignore_errors=True)   # scratch: quick numbers come from this code
     log = open(a.log, "a") if a.log else sys.stderr
     if not a.report_only:
-        main_p, sel_p = ("quick", "quick-select") if a.quick else ("main", "select")
-        phases = a.phases.split(",")
-        have_spiking = spiking_available()
-        if not have_spiking:
-            print("spiking_attention.attention is not available: spiking runs skipped", file=log, flush=True)
-        jobs = []
-        if "main-controls" in phases:
-            # seed-major order, so an early stop still leaves every control arm with some seeds
-            jobs += [(main_p, arm, s) for s in PRESETS[main_p]["seeds"] for arm in CONTROL_ARMS]
-        for ph in phases:
-            if ph == "select" and have_spiking:
-                jobs += [(sel_p, arm, PRESETS[sel_p]["seeds"][0]) for arm in SPIKING_CANDIDATES]
-            elif ph == "main-spiking" and have_spiking:
-                jobs.append((main_p, "<chosen>", None))
-            elif ph == "long" and not a.quick:
-                jobs += [("long", arm, s) for s in PRESETS["long"]["seeds"] for arm in ("dense", "topk", "window")]
-                if have_spiking:
-                    jobs.append(("long", "<chosen>", None))
-            elif ph == "long-extra" and not a.quick:
-                for seed in PRESETS["long"]["extra_seeds"]:
-                    for arm in PRESETS["long"]["extra_arms"]:
-                        if arm != "<chosen>" or have_spiking:
-                            jobs.append(("long", arm, seed))
-        for preset, arm, seed in jobs:
-            if arm == "<chosen>":
-                chosen = choose_spiking(runs, sel_p)["chosen"]
-                print(f"spiking config chosen: {chosen}", file=log, flush=True)
-                for s in (PRESETS[preset]["seeds"] if seed is None else [seed]):
-                    spawn(runs, preset, chosen, s, log)
-            else:
-                spawn(runs, preset, arm, seed, log)
-    report(a, runs, a.quick)
+        for preset, family, variant, seed in jobs_for(a.phases.split(","), runs, families, a.quick):
+            spawn(runs, preset, family, variant, seed, a.imports, log)
+    report(a, runs, families)
     return 0
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import hdc  # noqa: E402
-from bench._common import make_parser, print_table, time_it, write_json  # noqa: E402
+from bench._common import make_parser, parse_args, print_table, time_it, write_json  # noqa: E402
 from spiking_attention.attention import SpikingKWTAAttention, allowed_keys  # noqa: E402
 from spiking_attention.kwta import kwta_mask  # noqa: E402
 from hdc.io import atomic_write  # noqa: E402
@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="threads for torch and hdc alike")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="a trained SpikingTransformerLM checkpoint: check packed == torch on validation text")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     contexts = args.contexts or ([256, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192])
     code_bits = args.code_bits or ([32] if args.quick else [32, 256])
     torch.set_num_threads(args.threads)
@@ -307,7 +307,7 @@ def main(argv=None) -> dict:
         "rows": rows, "summary": summary, "trained_check": trained, "plot": repo_relative(png),
         "wall_s": time.perf_counter() - t_start,
     }
-    path = write_json(out, NAME, payload)
+    path = write_json(out, NAME, payload, allow_dirty=args.allow_dirty)
     print(f"wrote {path} and {png}")
     return payload
 

@@ -64,7 +64,7 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=10_000)
     p.add_argument("--data", choices=("auto", "langrec", "digits"), default="auto")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = _common.parse_args(p, argv)
     data = args.data
     if data == "auto":
         data = "langrec" if datasets.langrec_available() else "digits"
@@ -115,7 +115,7 @@ def main(argv=None):
     res = {"data": name, "dim": D, "n_test": len(y), "rows": rows, "truncated_half_accuracy": half,
            "full_accuracy": rows[0]["accuracy"], "seconds": time.perf_counter() - t0, "plot": png.name,
            "quick": args.quick}
-    print(f"full {rows[0]['accuracy']:.4f}, cut in half {half:.4f} -> {_common.write_json(args.out, stem, res)}")
+    print(f"full {rows[0]['accuracy']:.4f}, cut in half {half:.4f} -> {_common.write_json(args.out, stem, res, allow_dirty=args.allow_dirty)}")
 
 
 if __name__ == "__main__":
