@@ -104,6 +104,9 @@ def kwta_mask(scores: torch.Tensor, k, allowed_mask: torch.Tensor | None = None,
     top = torch.topk(s_allowed, k_max, dim=-1, sorted=True).values  # (..., k_max), descending
     # the k-th largest allowed value per row (rows with k_row = 0 read index 0, masked below)
     thr = torch.gather(top, -1, (k_row - 1).clamp_min(0))  # (..., 1)
+    at_or_above = allowed & (s_allowed >= thr) & (k_row > 0)
+    if bool((at_or_above.sum(-1, keepdim=True) == k_row).all()):
+        return at_or_above  # no row has a tie across the cut (the usual case for float scores)
     above = allowed & (s_allowed > thr)
     at = allowed & (s_allowed == thr)
     need = k_row - above.sum(-1, keepdim=True)  # places left for entries equal to the threshold
