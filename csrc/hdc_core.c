@@ -710,7 +710,7 @@ int hdc_causal_topk(const uint64_t *q, int64_t m, const uint64_t *keys, int64_t 
         return HDC_EINVAL;
     const hdc_kernels *kern = kernels_for(K_CAUSAL);
     if (m == 0) return HDC_OK;
-    if (!q || !keys || !out_score || !out_idx) return HDC_EINVAL;
+    if (!out_score || !out_idx || (n_words > 0 && (!q || !keys))) return HDC_EINVAL;
     causal_ctx c;
     memset(&c, 0, sizeof c);
     c.k = kern; c.q = q; c.m = m; c.W = n_words; c.kk = k; c.q_start = q_start; c.window = window;

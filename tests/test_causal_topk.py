@@ -192,6 +192,14 @@ def test_vectors_past_64_kib(kernel):
     check(kernel, Q, K, 2, metric="overlap", window=3)
 
 
+def test_zero_words(kernel):
+    """Arrays of 0 words (nothing to compare): every score 0, ties all the way."""
+    Q, K = np.zeros((3, 0), np.uint64), np.zeros((5, 0), np.uint64)
+    for metric in ("hamming", "overlap"):
+        s, idx = check(kernel, Q, K, 4, window=3, metric=metric)
+        assert idx.tolist() == [[2, 1, 0, -1], [3, 2, 1, -1], [4, 3, 2, -1]]
+
+
 @settings(max_examples=25, deadline=None)
 @given(dim=st.one_of(st.sampled_from([1, 2, 3, 5, 8] + BOUNDARY_DIMS), st.integers(1, 300)),
        n=st.integers(1, 90), data=st.data())

@@ -21,6 +21,14 @@ Kernel protocol (all arrays C-contiguous; ``W`` = n_words; ``threads`` >= 1):
                                                         bit j of out = count_j*2 > n, or tie bit j
                                                         where count_j*2 == n (pad bits stay 0)
 ``popcount(x, out, threads)``                           x: (n, W); out: (n,) int64
+``causal_topk(q, x, k, q_start, window, skip_recent,    q: (m, W), x: (n, W), 0 <= q_start <= n - m;
+overlap, out_score, out_idx, threads)``                 query i (position p = q_start + i) ranks keys
+                                                        j in [lo, p - skip_recent], lo = max(0, p -
+                                                        window + 1) (0 if window is None), by
+                                                        popcount(q ^ x) ascending or, with overlap,
+                                                        popcount(q & x) descending; ties: larger j
+                                                        first; out_score (m, k) int32, out_idx (m, k)
+                                                        int64, short rows padded with -1
 =====================================================  =========================================
 
 Selection: ``HDC_BACKEND`` (``numpy``, ``numba``, ``c`` or ``auto``), :func:`set_backend`,

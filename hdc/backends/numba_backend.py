@@ -259,19 +259,24 @@ def _causal_rows(q, kt, j0, k, q_start, window, skip, overlap, i0, i1, out_s, ou
         ks = 0
         if cnt > 0:
             b = lo - j0
-            for r in range(cnt):
-                buf[r] = 0
+            if W == 0:
+                buf[:cnt] = 0
             for w in range(W):
                 qv = q[i, w]
+                krow = kt[w, b:b + cnt]  # contiguous: the loops below vectorise
                 if overlap:
+                    if w == 0:
+                        for r in range(cnt):
+                            buf[r] = top - _popc(qv & krow[r])
+                    else:
+                        for r in range(cnt):
+                            buf[r] -= _popc(qv & krow[r])
+                elif w == 0:
                     for r in range(cnt):
-                        buf[r] += _popc(qv & kt[w, b + r])
+                        buf[r] = _popc(qv ^ krow[r])
                 else:
                     for r in range(cnt):
-                        buf[r] += _popc(qv ^ kt[w, b + r])
-            if overlap:
-                for r in range(cnt):
-                    buf[r] = top - buf[r]
+                        buf[r] += _popc(qv ^ krow[r])
             ks = min(k, cnt)
             if ks <= _CAUSAL_LIST_MAX:
                 n_kept = 0
