@@ -179,14 +179,30 @@ class TransformerLM(nn.Module):
         from models.packed import PackedLM
         return PackedLM(self, **kw)
 
+    def decoder(self, **kw):
+        """Incremental decoding with a KV cache in every layer (packed codes where a layer has
+        them): ``prefill(idx (1, T)) -> (logits, caches)``, ``step(token (1, 1), caches) -> logits (1, V)``."""
+        from models.packed import IncrementalLM
+        return IncrementalLM(self, **kw)
+
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T0), cropping the context to block_size.
 
+        One sequence (B = 1) decodes incrementally with a KV cache (:meth:`decoder`) unless
+        ``use_cache=False``; a batch runs the full forward at every step (the reference).
         Shapes: idx (B, T0) -> (B, T0 + max_new_tokens).
         """
         check_generate_args(idx, temperature)
+        if use_cache and idx.size(0) == 1:
+            was_training = self.training
+            self.eval()
+            try:
+                return self.decoder().generate(idx, max_new_tokens, temperature, top_k, generator)
+            finally:
+                self.train(was_training)
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):

@@ -1,11 +1,13 @@
-"""PackedLM: a trained transformer LM run for inference on packed binary codes with a packed KV cache.
+"""Incremental decoding of the transformer LMs: a KV cache per layer; packed codes for spiking layers.
 
-``model.packed()`` (any :class:`models.base.TransformerLM`) returns a :class:`PackedLM` that
-shares the model's weights and runs every attention layer through that layer's packed form
-(``layer.packed()``: for spiking k-WTA attention, popcount kernels of hdc and a cache of
-packed keys); embeddings, LayerNorms, MLPs and the head run the model's own torch modules, so
-the logits equal the model's to float rounding. Nothing in the model is modified: no
-``forward`` is swapped, and the model keeps training or evaluating as before.
+``model.decoder()`` (any :class:`models.base.TransformerLM`) returns an :class:`IncrementalLM`
+that shares the model's weights and runs every attention layer through that layer's
+incremental form (``layer.decoder()``): spiking k-WTA attention on packed binary codes with a
+cache of packed keys and the hdc causal top-k; real-valued attention (dense, window, top-k)
+with a float KV cache. ``model.packed()`` returns a :class:`PackedLM`, the same object that
+insists every layer has a packed form. Embeddings, LayerNorms, MLPs and the head run the
+model's own torch modules, so the logits equal the model's to float rounding. Nothing in the
+model is modified: no ``forward`` is swapped, and the model keeps training or evaluating.
 
 Generation is incremental: the prompt is prefilled once, then each new token runs one query
 per layer against the cached keys. Past ``block_size`` tokens the positions would shift, so,
@@ -23,26 +25,28 @@ import torch
 
 from .base import TransformerLM, check_generate_args, sample_next
 
-__all__ = ["PackedLM"]
+__all__ = ["IncrementalLM", "PackedLM"]
 
 
-class PackedLM:
-    """Inference twin of a :class:`TransformerLM` whose attention layers all have a packed form.
+class IncrementalLM:
+    """Inference twin of a :class:`TransformerLM` with a KV cache in every attention layer.
 
+    ``packed=True`` requires every layer's packed form (``layer.packed()``).
     Shapes: idx (B, T) int64 -> logits (B, T, V); decoding with batch 1.
     """
 
-    def __init__(self, model: TransformerLM, **layer_kw):
+    def __init__(self, model: TransformerLM, *, packed: bool = False, **layer_kw):
         if not isinstance(model, TransformerLM):
-            raise TypeError(f"PackedLM wraps a models.base.TransformerLM, got {type(model).__name__}")
+            raise TypeError(f"{type(self).__name__} wraps a models.base.TransformerLM, got {type(model).__name__}")
         self.model = model
         self.config = model.config
         self.layers = []
         for i, blk in enumerate(model.transformer.h):
-            make = getattr(blk.attn, "packed", None)
+            make = getattr(blk.attn, "packed" if packed else "decoder", None)
             if make is None:
-                raise ValueError(f"layer {i} ({type(blk.attn).__name__}) has no packed form; PackedLM needs "
-                                 f"every attention layer to implement packed() (spiking k-WTA attention does)")
+                raise ValueError(f"layer {i} ({type(blk.attn).__name__}) has no "
+                                 f"{'packed form' if packed else 'incremental form (decoder())'}; "
+                                 f"{type(self).__name__} needs it in every attention layer")
             self.layers.append(make(**layer_kw))
 
     @torch.no_grad()
@@ -101,7 +105,8 @@ class PackedLM:
         packed KV cache while the text fits in ``block_size``. Shapes: (1, T0) -> (1, T0 + max_new_tokens)."""
         check_generate_args(idx, temperature)
         if idx.size(0) != 1:
-            raise ValueError(f"PackedLM.generate decodes one sequence at a time (batch 1), got batch {idx.size(0)}")
+            raise ValueError(f"{type(self).__name__}.generate decodes one sequence at a time (batch 1), "
+                             f"got batch {idx.size(0)}")
         T = self.config.block_size
         caches = None
         for _ in range(max_new_tokens):
@@ -115,3 +120,10 @@ class PackedLM:
                 logits = self.step(idx[:, -1:], caches)
             idx = torch.cat((idx, sample_next(logits, temperature, top_k, generator)), dim=1)
         return idx
+
+
+class PackedLM(IncrementalLM):
+    """:class:`IncrementalLM` whose every attention layer runs on packed binary codes."""
+
+    def __init__(self, model: TransformerLM, **layer_kw):
+        super().__init__(model, packed=True, **layer_kw)

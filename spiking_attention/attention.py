@@ -73,7 +73,7 @@ from .neurons import lif_step
 from .stats import StatsMixin
 from .surrogate import SURROGATES, get_surrogate
 
-__all__ = ["SpikingKWTAAttention", "TopKSoftmaxAttention", "DenseCausalAttention", "brain_prior_mask",
+__all__ = ["SpikingKWTAAttention", "TopKSoftmaxAttention", "DenseCausalAttention", "TensorKVCache", "brain_prior_mask",
            "allowed_keys", "SCORES", "NEURONS", "OUTPUTS"]
 
 SCORES = ("hamming", "overlap")
@@ -419,6 +419,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         from .packed import PackedSpikingAttention
         return PackedSpikingAttention(self, **kw)
 
+    decoder = packed   # incremental decoding runs on the packed codes and the hdc kernels
+
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
                 f"score={self.score}, neuron={self.neuron}, surrogate={self.surrogate}, output={self.output}, "
@@ -463,6 +465,65 @@ class _RealValuedAttention(StatsMixin, nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._attend(*self._qkv(x))
+
+    # ------------------------------------------------------------------ incremental decoding
+    def decoder(self, **kw):
+        """The layer's incremental form: itself (``prefill``/``step`` with a float KV cache)."""
+        return self
+
+    def _row_winners(self, s: torch.Tensor) -> torch.Tensor:
+        """Winners of the newest query among all n cached keys. Shapes: s (1, nh, 1, n) -> bool."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def prefill(self, x: torch.Tensor, capacity: int | None = None):
+        """Run a prompt (batch 1) and cache its keys and values. Shapes: x (1, T, C) -> y (1, T, C), cache."""
+        if x.dim() != 3 or x.shape[0] != 1:
+            raise ValueError(f"prefill takes one sequence (1, T, C), got shape {tuple(x.shape)}")
+        q, k, v = self._qkv(x)
+        cache = TensorKVCache.empty(self.n_head, self.max_seq_len if capacity is None else capacity,
+                                    self.head_size, dtype=k.dtype)
+        cache.append(k[0], v[0])
+        return self._attend(q, k, v), cache
+
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, cache: "TensorKVCache") -> torch.Tensor:
+        """One decoding step against the cached keys (itself included). Shapes: (1, 1, C) -> (1, 1, C)."""
+        if x_t.dim() != 3 or x_t.shape[:2] != (1, 1):
+            raise ValueError(f"step takes one token (1, 1, C), got shape {tuple(x_t.shape)}")
+        q, k, v = self._qkv(x_t)                                      # (1, nh, 1, hs)
+        cache.append(k[0], v[0])
+        keys, vals = cache.k[None, :, :cache.n], cache.v[None, :, :cache.n]   # (1, nh, n, hs)
+        s = (q @ keys.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (1, nh, 1, n)
+        att = F.softmax(s.masked_fill(~self._row_winners(s), float("-inf")), dim=-1)
+        y = (att @ vals).transpose(1, 2).reshape(1, 1, self.d_model)          # (1, 1, C)
+        return self.c_proj(y)
+
+
+class TensorKVCache:
+    """Keys and values of one real-valued attention layer, in time order (batch 1)."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v, self.n = k, v, 0       # (nh, cap, hs) each
+
+    @classmethod
+    def empty(cls, n_head: int, capacity: int, head_size: int, dtype=torch.float32) -> "TensorKVCache":
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"cache capacity must be a positive int, got {capacity!r}")
+        return cls(torch.zeros(n_head, capacity, head_size, dtype=dtype),
+                   torch.zeros(n_head, capacity, head_size, dtype=dtype))
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Add keys and values (nh, t, hs) after the cached ones."""
+        t = k.shape[1]
+        if self.n + t > self.k.shape[1]:
+            raise ValueError(f"decode cache full: {self.n} + {t} tokens exceed capacity {self.k.shape[1]}")
+        self.k[:, self.n:self.n + t] = k
+        self.v[:, self.n:self.n + t] = v
+        self.n += t
+
 
 class DenseCausalAttention(_RealValuedAttention):
     """nanoGPT's multi-head causal softmax attention (the dense twin), or a recency window.
@@ -480,17 +541,20 @@ class DenseCausalAttention(_RealValuedAttention):
         super().__init__(d_model, n_head, max_seq_len=max_seq_len, dropout=dropout, bias=bias)
         self.window = window
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+    def _attend(self, q, k, v) -> torch.Tensor:
         B, nh, T, _ = q.shape
         drop = self.dropout if self.training else 0.0
-        kept = brain_prior_mask(T, T, self.window, device=x.device)           # (T, T)
+        kept = brain_prior_mask(T, T, self.window, device=q.device)           # (T, T)
         if self.window is None:  # the fused causal kernel: `kept` is its mask written out
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=kept, dropout_p=drop)
         stats = _attention_stats(kept.expand(B, nh, T, T), kept, None, None, B, T, nh)
         return self._finish(y, stats)
+
+    def _row_winners(self, s: torch.Tensor) -> torch.Tensor:
+        n = s.shape[-1]
+        return brain_prior_mask(1, n, self.window, device=s.device).expand_as(s)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_head={self.n_head}, window={self.window}"
@@ -512,11 +576,10 @@ class TopKSoftmaxAttention(_RealValuedAttention):
         super().__init__(d_model, n_head, max_seq_len=max_seq_len, dropout=dropout, bias=bias)
         self.k, self.local_window = k, local_window
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+    def _attend(self, q, k, v) -> torch.Tensor:
         B, nh, T, hs = q.shape
         s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
-        allowed = causal_mask(T, device=x.device)
+        allowed = causal_mask(T, device=q.device)
         win = _select(s, selection_masks(self.k, allowed, self.local_window))   # (B, nh, T, T)
         att = F.softmax(s.masked_fill(~win, float("-inf")), dim=-1)
         att = F.dropout(att, p=self.dropout, training=self.training)
@@ -525,6 +588,10 @@ class TopKSoftmaxAttention(_RealValuedAttention):
         if self.local_window is not None:
             stats.update(_far_stats(win, s.detach(), self.k, self.local_window, allowed))
         return self._finish(y, stats, attn=att)
+
+    def _row_winners(self, s: torch.Tensor) -> torch.Tensor:
+        allowed = torch.ones(1, s.shape[-1], dtype=torch.bool, device=s.device)
+        return _select(s, selection_masks(self.k, allowed, self.local_window))
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_head={self.n_head}, k={self.k}, local_window={self.local_window}"
