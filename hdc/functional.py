@@ -5,6 +5,15 @@ A batch of hypervectors is a C-contiguous uint64 array of shape (..., n_words) p
 are zero after every operation. Each public function validates its inputs once, then
 calls the kernel of the backend in use (see :mod:`hdc.backends`), which trusts them.
 
+Two rules hold on every backend and ISA level:
+
+* ``out=`` may share memory with any input (the same array, or a partial overlap): the
+  result is computed into a temporary and copied into ``out`` whenever
+  ``np.may_share_memory(out, input)``, so it always equals the ``out=None`` result.
+* A function that takes ``dim`` refuses inputs whose pad bits (past ``dim`` in the last
+  word) are set, with a ValueError naming the argument: such words are not a ``dim``-bit
+  vector, and passing them on would make the answer depend on the backend.
+
 Bipolar view: bit 0 <-> +1, bit 1 <-> -1, so XOR is elementwise multiplication and
 ``dot(a, b) = dim - 2 * hamming(a, b)``.
 """
@@ -48,6 +57,8 @@ TIE_SEED = 0x71E5EED
 # hamming_matrix / topk write int32 distances: a distance is at most dim, so dim must fit.
 _MAX_DIM_INT32 = 2**31 - 1
 _DEFAULT_TOPK_CHUNK_ROWS = 1 << 16  # stored rows per topk chunk (~80 MiB at dim 10,000)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_MAX_ROWS = 2**62  # the C kernels' row limit; also keeps n * n_words inside int64
 
 
 # ---------------------------------------------------------------- validation
@@ -70,10 +81,27 @@ def check_words(x, name: str = "x", *, dim: int | None = None, min_ndim: int = 1
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
     if not x.flags.aligned:
         raise ValueError(f"{name} is not aligned to 8 bytes; pass a copy (np.array({name}))")
-    if dim is not None and x.shape[-1] != n_words_for(dim):
-        raise ValueError(f"{name} has {x.shape[-1]} words per vector but dim={dim} needs "
-                         f"{n_words_for(dim)}")
+    if dim is not None:
+        if x.shape[-1] != n_words_for(dim):
+            raise ValueError(f"{name} has {x.shape[-1]} words per vector but dim={dim} needs "
+                             f"{n_words_for(dim)}")
+        _check_pad(x, name, dim)
     return x
+
+
+def _check_pad(x, name: str, dim: int) -> None:
+    """Raise if any bit past ``dim`` is set (one pass over the last word of each vector)."""
+    mask = pad_mask(dim)
+    if x.size == 0 or mask == _ALL_ONES:
+        return
+    last = x[..., -1]
+    bad = np.flatnonzero(last & ~mask)
+    if bad.size:
+        where = np.unravel_index(bad[0], last.shape) if last.ndim else ()
+        raise ValueError(f"{name} has pad bits set past dim={dim} (vector {tuple(int(i) for i in where)}, "
+                         f"last word {int(last.flat[bad[0]]):#x}): bits {dim % WORD_BITS}..63 of the last "
+                         f"word must be zero; clear them with {name}[..., -1] &= hdc.pad_mask({dim}) "
+                         f"or pass the dim the vectors were made with")
 
 
 def _check_out(out, shape, dtype, name="out"):
@@ -90,9 +118,16 @@ def _check_out(out, shape, dtype, name="out"):
 
 
 def _check_int(value, name: str) -> int:
+    """``value`` as a Python int; Python and NumPy integers pass, bool and float do not."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int (Python or NumPy integer), got {value!r} "
+                        f"of type {type(value).__name__}")
     return int(value)
+
+
+def _may_alias(out, *inputs) -> bool:
+    """Whether ``out`` may share memory with an input (the bounds test: cheap, conservative)."""
+    return any(np.may_share_memory(out, a) for a in inputs)
 
 
 def _same_words(a, b):
@@ -115,8 +150,8 @@ def random(n: int, dim: int, seed=None) -> np.ndarray:
     Example: ``hdc.random(3, 10_000, seed=1)``
     """
     n = _check_int(n, "n")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0 <= n <= _MAX_ROWS:
+        raise ValueError(f"n must be in 0..2**62 vectors, got {n}")
     dim = check_dim(dim)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     words = rng.integers(0, 2**64, size=(n, n_words_for(dim)), dtype=np.uint64, endpoint=False)
@@ -133,6 +168,8 @@ def tie_vector(dim: int, seed: int = TIE_SEED) -> np.ndarray:
 def bind(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, threads: int | None = None):
     """Bind by XOR (self-inverse: ``bind(bind(a, b), b) == a``). Broadcasts over leading axes.
 
+    ``out`` may be ``a`` or ``b`` or overlap them: the result is as if it were a fresh array.
+
     Shapes: (..., W) and (..., W) -> broadcast (..., W).
     Example: ``c = hdc.bind(key, value)``
     """
@@ -144,10 +181,23 @@ def bind(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, threads
         a = np.ascontiguousarray(np.broadcast_to(a, shape))
     if b.shape != shape:
         b = np.ascontiguousarray(np.broadcast_to(b, shape))
+    threads = _bk.resolve_threads(threads)
     out = _check_out(out, shape, np.uint64)
-    if a.size:
-        _bk.get_backend().bind(_rows(a), _rows(b), _rows(out), _bk.resolve_threads(threads))
+    if not a.size:
+        return out
+    # XOR is elementwise: out exactly equal to an input is safe in place on every backend;
+    # any other overlap would read words another row (or thread) already overwrote.
+    if any(_may_alias(out, t) and not _same_buffer(out, t) for t in (a, b)):
+        out[...] = bind(a, b, threads=threads)
+        return out
+    _bk.get_backend().bind(_rows(a), _rows(b), _rows(out), threads)
     return out
+
+
+def _same_buffer(x, y) -> bool:
+    """Same memory, same layout: element i of x is element i of y."""
+    return (x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+            and x.shape == y.shape and x.strides == y.strides)
 
 
 # ---------------------------------------------------------------- bundle
@@ -218,7 +268,11 @@ class BundleAccumulator:
 
     ``add`` batches of any size (processed in chunks), ``merge`` another accumulator, and
     read the majority with ``result()``; ``counts`` holds ``sum_i w_i * bit_ij`` and
-    ``total`` holds ``sum_i w_i``, so the bipolar sum is ``2 * counts - total``.
+    ``total`` holds ``sum_i w_i``, so the bipolar sum is ``total - 2 * counts``.
+
+    Limit (int64 counters): ``|counts|`` and ``|total|`` stay within :attr:`MAX_COUNT`
+    (2**61), so ``total - 2 * counts`` is exact too; an ``add`` or ``merge`` that could pass
+    it raises OverflowError before any counter changes.
 
     Example::
 
@@ -229,6 +283,8 @@ class BundleAccumulator:
     """
 
     CHUNK_ROWS = 1 << 14
+    #: bound on |counts| and |total| of int64 counters: 3 * 2**61 < 2**63 keeps the bipolar sum exact
+    MAX_COUNT = 2**61
 
     def __init__(self, dim: int, *, dtype=np.int64):
         self.dim = check_dim(dim)
@@ -239,6 +295,22 @@ class BundleAccumulator:
         self.counts = np.zeros(self.dim, self.dtype)
         self.total = self.dtype.type(0)
         self.n_added = 0
+        # a cheap upper bound of max(|counts|, |total|) as a Python int; the exact value is
+        # computed (O(dim)) only when this bound nears MAX_COUNT
+        self._bound = 0
+
+    def _reserve(self, growth: int, what: str) -> None:
+        """Raise OverflowError unless every counter can grow by ``growth`` (>= 0) in magnitude."""
+        if self.dtype != np.int64 or self._bound + growth <= self.MAX_COUNT:
+            self._bound += growth
+            return
+        exact = max(abs(int(self.total)), abs(int(self.counts.max())), abs(int(self.counts.min())))
+        if exact + growth > self.MAX_COUNT:
+            raise OverflowError(
+                f"{what} could take an int64 counter to {exact + growth} (now at most {exact} in "
+                f"magnitude, growing by up to {growth}); the limit is 2**61 = {self.MAX_COUNT}. "
+                f"Use smaller weights, or BundleAccumulator(dim, dtype=np.float64)")
+        self._bound = exact + growth
 
     def add(self, x: np.ndarray, weights=None, *, threads: int | None = None) -> "BundleAccumulator":
         """Add vectors x (n, W) or (W,), each with weight 1 or ``weights[i]``."""
@@ -246,6 +318,7 @@ class BundleAccumulator:
         rows = _rows(x)
         n = rows.shape[0]
         if weights is None:
+            self._reserve(n, f"adding {n} vectors")
             kern = _bk.get_backend()
             threads = _bk.resolve_threads(threads)
             tmp = self.counts if self.dtype == np.int64 else np.zeros(self.dim, np.int64)
@@ -265,7 +338,8 @@ class BundleAccumulator:
             if w.dtype.kind == "f" and self.dtype == np.int64:
                 if not np.all(w == np.round(w)):
                     raise TypeError("fractional weights need BundleAccumulator(dim, dtype=np.float64)")
-                w = w.astype(np.int64)
+            if self.dtype == np.int64 and n:
+                self._reserve(self._weight_growth(w), "weights")
             w = w.astype(self.dtype)
             for s in range(0, n, self.CHUNK_ROWS):
                 bits = unpack_bits(rows[s:s + self.CHUNK_ROWS], self.dim)  # (chunk, dim) bool
@@ -273,6 +347,17 @@ class BundleAccumulator:
             self.total += w.sum()
         self.n_added += n
         return self
+
+    def _weight_growth(self, w) -> int:
+        """The most any counter can move by adding weights ``w``: max(sum w+, sum |w-|), exact."""
+        lo, hi = w.min(), w.max()
+        if not (-self.MAX_COUNT <= lo and hi <= self.MAX_COUNT):  # compared before any cast
+            bad = hi if hi > self.MAX_COUNT else lo
+            raise OverflowError(f"weights must lie in -2**61..2**61 for int64 counters, got {bad!r}")
+        w = w.astype(np.int64)  # exact now: every weight fits
+        if max(int(hi), -int(lo)) * w.size <= self.MAX_COUNT:  # int64 sums cannot wrap
+            return max(int(w[w > 0].sum()), -int(w[w < 0].sum()))
+        return max(sum(int(v) for v in w if v > 0), -sum(int(v) for v in w if v < 0))
 
     def merge(self, other: "BundleAccumulator") -> "BundleAccumulator":
         """Add another accumulator's counters into this one (same dim)."""
@@ -282,6 +367,9 @@ class BundleAccumulator:
             raise ValueError(f"cannot merge accumulators of dims {self.dim} and {other.dim}")
         if other.dtype != self.dtype:
             raise TypeError(f"cannot merge {other.dtype} counters into {self.dtype} counters")
+        if self.dtype == np.int64:
+            self._reserve(max(abs(int(other.total)), abs(int(other.counts.max())),
+                              abs(int(other.counts.min()))), "merging")
         self.counts += other.counts
         self.total += other.total
         self.n_added += other.n_added
@@ -305,19 +393,23 @@ def permute(x: np.ndarray, shift: int, dim: int, out: np.ndarray | None = None, 
             threads: int | None = None) -> np.ndarray:
     """Cyclic rotation of the ``dim`` bits by ``shift``: bit j moves to bit (j + shift) % dim.
 
-    Any int shift (negative too); ``permute(permute(x, s, d), -s, d) == x``.
+    Any int shift (negative too); ``permute(permute(x, s, d), -s, d) == x``. ``out`` may be
+    ``x`` or overlap it (computed through a temporary then). Pad bits of ``x`` must be zero.
     Shapes: (..., W) -> (..., W).
     """
     shift = _check_int(shift, "shift")
     dim = check_dim(dim)
     check_words(x, "x", dim=dim)
+    threads = _bk.resolve_threads(threads)
     out = _check_out(out, x.shape, np.uint64)
     shift %= dim
-    if x.size:
+    if x.size and _may_alias(out, x):  # a rotation reads other words of the row
+        out[...] = permute(x, shift, dim, threads=threads)
+    elif x.size:
         if shift == 0:
             np.copyto(out, x)
         else:
-            _bk.get_backend().permute(_rows(x), shift, dim, _rows(out), _bk.resolve_threads(threads))
+            _bk.get_backend().permute(_rows(x), shift, dim, _rows(out), threads)
     return out
 
 
@@ -383,12 +475,16 @@ def hamming_matrix(Q: np.ndarray, X: np.ndarray, out: np.ndarray | None = None, 
     """All-pairs Hamming distances: ``out[i, j] = popcount(Q[i] ^ X[j])``.
 
     Shapes: Q (m, W), X (n, W) -> (m, n) int32. Pass a preallocated ``out`` to reuse
-    memory (a fresh large output's first touch can cost more than the kernel).
+    memory (a fresh large output's first touch can cost more than the kernel); an ``out``
+    that shares memory with Q or X is filled through a temporary.
     """
     _check_pair(Q, X)
+    threads = _bk.resolve_threads(threads)
     out = _check_out(out, (Q.shape[0], X.shape[0]), np.int32)
-    if out.size and Q.shape[1]:
-        _bk.get_backend().hamming_matrix(Q, X, out, _bk.resolve_threads(threads))
+    if out.size and Q.shape[1] and _may_alias(out, Q, X):  # kernels read Q/X after writing out
+        out[...] = hamming_matrix(Q, X, threads=threads)
+    elif out.size and Q.shape[1]:
+        _bk.get_backend().hamming_matrix(Q, X, out, threads)
     elif out.size:
         out.fill(0)
     return out
@@ -450,6 +546,10 @@ def topk(Q: np.ndarray, X: np.ndarray, k: int, *, chunk_rows: int | None = None,
     best_d = np.empty((m, k), np.int32)
     best_i = np.empty((m, k), np.int64)
     if m == 0:
+        return best_d, best_i
+    if Q.shape[1] == 0:  # 0-bit vectors: every distance is 0, ties go to the lower index
+        best_d.fill(0)
+        best_i[:] = np.arange(k)
         return best_d, best_i
     first = True
     for start in range(0, n, chunk_rows):
