@@ -137,8 +137,8 @@ def _same_words(a, b):
 
 
 def _rows(x):
-    """View (..., W) as (N, W) without copying (x is C-contiguous)."""
-    return x.reshape(-1, x.shape[-1])
+    """View (..., W) as (N, W) without copying (x is C-contiguous; W may be 0)."""
+    return x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])
 
 
 # ---------------------------------------------------------------- creation
@@ -295,22 +295,27 @@ class BundleAccumulator:
         self.counts = np.zeros(self.dim, self.dtype)
         self.total = self.dtype.type(0)
         self.n_added = 0
-        # a cheap upper bound of max(|counts|, |total|) as a Python int; the exact value is
-        # computed (O(dim)) only when this bound nears MAX_COUNT
-        self._bound = 0
+        # cheap bounds lo <= every counter and total <= hi, as Python ints; the exact values
+        # are computed (O(dim)) only when a bound would pass MAX_COUNT
+        self._lo = self._hi = 0
 
-    def _reserve(self, growth: int, what: str) -> None:
-        """Raise OverflowError unless every counter can grow by ``growth`` (>= 0) in magnitude."""
-        if self.dtype != np.int64 or self._bound + growth <= self.MAX_COUNT:
-            self._bound += growth
+    def _reserve(self, down: int, up: int, what: str) -> None:
+        """Raise OverflowError unless every counter can move by -down..+up (both >= 0)."""
+        if self.dtype != np.int64:
             return
-        exact = max(abs(int(self.total)), abs(int(self.counts.max())), abs(int(self.counts.min())))
-        if exact + growth > self.MAX_COUNT:
+        lo, hi = self._lo - down, self._hi + up
+        if -self.MAX_COUNT <= lo and hi <= self.MAX_COUNT:
+            self._lo, self._hi = lo, hi
+            return
+        total = int(self.total)
+        lo = min(total, int(self.counts.min())) - down
+        hi = max(total, int(self.counts.max())) + up
+        if lo < -self.MAX_COUNT or hi > self.MAX_COUNT:
             raise OverflowError(
-                f"{what} could take an int64 counter to {exact + growth} (now at most {exact} in "
-                f"magnitude, growing by up to {growth}); the limit is 2**61 = {self.MAX_COUNT}. "
+                f"{what} could take an int64 counter to {hi if hi > self.MAX_COUNT else lo}; the limit "
+                f"is |count| <= 2**61 = {self.MAX_COUNT} (so that total - 2 * counts stays exact). "
                 f"Use smaller weights, or BundleAccumulator(dim, dtype=np.float64)")
-        self._bound = exact + growth
+        self._lo, self._hi = lo, hi
 
     def add(self, x: np.ndarray, weights=None, *, threads: int | None = None) -> "BundleAccumulator":
         """Add vectors x (n, W) or (W,), each with weight 1 or ``weights[i]``."""
@@ -318,7 +323,7 @@ class BundleAccumulator:
         rows = _rows(x)
         n = rows.shape[0]
         if weights is None:
-            self._reserve(n, f"adding {n} vectors")
+            self._reserve(0, n, f"adding {n} vectors")
             kern = _bk.get_backend()
             threads = _bk.resolve_threads(threads)
             tmp = self.counts if self.dtype == np.int64 else np.zeros(self.dim, np.int64)
@@ -339,7 +344,7 @@ class BundleAccumulator:
                 if not np.all(w == np.round(w)):
                     raise TypeError("fractional weights need BundleAccumulator(dim, dtype=np.float64)")
             if self.dtype == np.int64 and n:
-                self._reserve(self._weight_growth(w), "weights")
+                self._reserve(*self._weight_range(w), "weights")
             w = w.astype(self.dtype)
             for s in range(0, n, self.CHUNK_ROWS):
                 bits = unpack_bits(rows[s:s + self.CHUNK_ROWS], self.dim)  # (chunk, dim) bool
@@ -348,16 +353,16 @@ class BundleAccumulator:
         self.n_added += n
         return self
 
-    def _weight_growth(self, w) -> int:
-        """The most any counter can move by adding weights ``w``: max(sum w+, sum |w-|), exact."""
+    def _weight_range(self, w) -> tuple[int, int]:
+        """How far any counter can move down and up by adding weights ``w``: exact (-sum w-, sum w+)."""
         lo, hi = w.min(), w.max()
         if not (-self.MAX_COUNT <= lo and hi <= self.MAX_COUNT):  # compared before any cast
             bad = hi if hi > self.MAX_COUNT else lo
             raise OverflowError(f"weights must lie in -2**61..2**61 for int64 counters, got {bad!r}")
         w = w.astype(np.int64)  # exact now: every weight fits
         if max(int(hi), -int(lo)) * w.size <= self.MAX_COUNT:  # int64 sums cannot wrap
-            return max(int(w[w > 0].sum()), -int(w[w < 0].sum()))
-        return max(sum(int(v) for v in w if v > 0), -sum(int(v) for v in w if v < 0))
+            return -int(w[w < 0].sum()), int(w[w > 0].sum())
+        return -sum(int(v) for v in w if v < 0), sum(int(v) for v in w if v > 0)
 
     def merge(self, other: "BundleAccumulator") -> "BundleAccumulator":
         """Add another accumulator's counters into this one (same dim)."""
@@ -368,8 +373,9 @@ class BundleAccumulator:
         if other.dtype != self.dtype:
             raise TypeError(f"cannot merge {other.dtype} counters into {self.dtype} counters")
         if self.dtype == np.int64:
-            self._reserve(max(abs(int(other.total)), abs(int(other.counts.max())),
-                              abs(int(other.counts.min()))), "merging")
+            total = int(other.total)
+            self._reserve(max(0, -min(total, int(other.counts.min()))),
+                          max(0, total, int(other.counts.max())), "merging")
         self.counts += other.counts
         self.total += other.total
         self.n_added += other.n_added
@@ -417,8 +423,8 @@ def permute(x: np.ndarray, shift: int, dim: int, out: np.ndarray | None = None, 
 def popcount(x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     """Number of set bits per vector. Shapes: (..., W) -> (...) int64."""
     check_words(x, "x")
-    out = np.empty(x.shape[:-1], np.int64)
-    if out.size:
+    out = np.zeros(x.shape[:-1], np.int64)
+    if out.size and x.shape[-1]:  # 0-word vectors count 0 (the C kernels take no empty rows)
         _bk.get_backend().popcount(_rows(x), out.reshape(-1), _bk.resolve_threads(threads))
     return out
 
@@ -438,14 +444,14 @@ def hamming(a: np.ndarray, b: np.ndarray, *, threads: int | None = None) -> np.n
         # one vector against a batch: a 1 x n distance matrix, no broadcast copy
         if a.ndim == 1 and b.ndim == 2 or b.ndim == 1 and a.ndim == 2:
             single, batch = (a, b) if a.ndim == 1 else (b, a)
-            d = np.empty((1, batch.shape[0]), np.int32)
-            if d.size:
+            d = np.zeros((1, batch.shape[0]), np.int32)
+            if d.size and batch.shape[1]:
                 kern.hamming_matrix(single.reshape(1, -1), batch, d, threads)
             return d[0].astype(np.int64)
         a = np.ascontiguousarray(np.broadcast_to(a, shape))
         b = np.ascontiguousarray(np.broadcast_to(b, shape))
-    out = np.empty(shape[:-1], np.int64)
-    if out.size:
+    out = np.zeros(shape[:-1], np.int64)
+    if out.size and shape[-1]:
         kern.hamming_rows(_rows(a), _rows(b), out.reshape(-1), threads)
     return out
 
@@ -505,20 +511,25 @@ def _madvise():
 
 
 _MADV_DONTNEED = 4
+_MADV_PAGEOUT = 21  # Linux >= 5.4; older kernels answer EINVAL and the pages stay
 _madvise_fn = _madvise()
 
 
 def _release_pages(X, chunk) -> None:
-    """Drop the pages of a processed chunk of a read-only file mapping.
+    """Drop a processed chunk of an np.memmap from the resident set.
 
     Streaming a 12 GB np.memmap otherwise leaves every page it touched in the process's
-    resident set; the file's pages stay in the page cache, so this costs nothing to redo.
+    resident set. Shared mappings (modes ``r``, ``r+``, ``w+``): MADV_DONTNEED unmaps the
+    pages and keeps their data (a written page's dirty bit moves to the page cache).
+    Copy-on-write (mode ``c``): DONTNEED would discard the caller's private writes, so
+    MADV_PAGEOUT asks the kernel to reclaim the pages instead, which never loses data
+    (unwritten pages are dropped, written ones swapped out or kept).
     """
-    if (_madvise_fn is None or not isinstance(X, np.memmap) or X.mode != "r"
-            or chunk.nbytes < (1 << 20)):
+    if _madvise_fn is None or not isinstance(X, np.memmap) or chunk.nbytes < (1 << 20):
         return
+    advice = _MADV_PAGEOUT if X.mode == "c" else _MADV_DONTNEED
     start = chunk.ctypes.data // mmap.PAGESIZE * mmap.PAGESIZE
-    _madvise_fn(start, chunk.ctypes.data + chunk.nbytes - start, _MADV_DONTNEED)
+    _madvise_fn(start, chunk.ctypes.data + chunk.nbytes - start, advice)
 
 
 def topk(Q: np.ndarray, X: np.ndarray, k: int, *, chunk_rows: int | None = None,
