@@ -318,3 +318,47 @@ def test_topk_zero_words_same_everywhere(kernel, m, n, k):
     np.testing.assert_array_equal(hdc.popcount(q), np.zeros(m))
     np.testing.assert_array_equal(hdc.hamming(q, q), np.zeros(m))
     np.testing.assert_array_equal(hdc.hamming(q[0], x), np.zeros(n))
+
+
+# ------------------------------------------------------------------ settings (in subprocesses)
+def _import_hdc(env_over, code="import hdc; hdc.hamming_matrix(hdc.random(2, 70, 0), hdc.random(3, 70, 1)); "
+                                  "print(hdc.get_backend_name())"):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HDC_BACKEND", "HDC_ISA", "HDC_NUM_THREADS")}
+    env.update(env_over)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HDC_ISA": "avx1024"}, "HDC_ISA='avx1024' is not an ISA level; valid values: auto, avx512, avx2, portable"),
+    ({"HDC_ISA": "avx1024", "HDC_BACKEND": "c"}, "HDC_ISA='avx1024' is not an ISA level; valid values"),
+    ({"HDC_ISA": "avx1024", "HDC_BACKEND": "numba"}, "HDC_ISA='avx1024' is not an ISA level"),
+    ({"HDC_BACKEND": "cuda"}, "HDC_BACKEND='cuda' is not a backend; valid values: auto, c, numba, numpy"),
+    ({"HDC_BACKEND": "nunpy"}, "HDC_BACKEND='nunpy' is not a backend"),
+    ({"HDC_NUM_THREADS": "two"}, "HDC_NUM_THREADS must be a positive integer, got 'two'"),
+    ({"HDC_NUM_THREADS": "0"}, "HDC_NUM_THREADS must be >= 1, got 0"),
+])
+def test_invalid_setting_raises_at_import(env, message):
+    """A typo raises at ``import hdc`` with the valid values, never a silent fallback (before:
+    HDC_ISA=avx1024 ran on Numba; with HDC_BACKEND=c it said to reinstall with a compiler)."""
+    p = _import_hdc(env, code="import hdc")
+    assert p.returncode != 0
+    assert "InvalidSetting" in p.stderr and message in p.stderr, p.stderr[-1500:]
+    assert "compiler" not in p.stderr
+
+
+@pytest.mark.parametrize("env, backend", [
+    ({"HDC_ISA": "AVX2 "}, "c"), ({"HDC_ISA": "auto"}, "c"), ({"HDC_BACKEND": "NumPy"}, "numpy"),
+    ({"HDC_BACKEND": "numba", "HDC_ISA": "portable"}, "numba"), ({}, "c"),
+])
+def test_valid_settings_import(env, backend):
+    import hdc
+
+    if "c" not in hdc.available_backends():
+        pytest.skip("C backend not built")
+    p = _import_hdc(env)
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert p.stdout.split() == [backend]
