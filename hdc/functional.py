@@ -358,7 +358,8 @@ class BundleAccumulator:
         lo, hi = w.min(), w.max()
         if not (-self.MAX_COUNT <= lo and hi <= self.MAX_COUNT):  # compared before any cast
             bad = hi if hi > self.MAX_COUNT else lo
-            raise OverflowError(f"weights must lie in -2**61..2**61 for int64 counters, got {bad!r}")
+            raise OverflowError(f"weights must lie in -2**61..2**61 for int64 counters, got {int(bad)} "
+                                f"(or use BundleAccumulator(dim, dtype=np.float64))")
         w = w.astype(np.int64)  # exact now: every weight fits
         if max(int(hi), -int(lo)) * w.size <= self.MAX_COUNT:  # int64 sums cannot wrap
             return -int(w[w < 0].sum()), int(w[w > 0].sum())
