@@ -61,6 +61,13 @@ int hdc_set_isa(int level);         /* 0, or HDC_EUNSUPPORTED / HDC_EINVAL */
 /* How many calls of kernel (0 bind, 1 popcount, 2 hamming_rows, 3 hamming_matrix, 4 topk,
  * 5 permute, 6 bit_counts, 7 bundle_majority, 8 causal_topk) ran at level. */
 uint64_t hdc_call_count(int kernel, int level);
+/* Proof of what ran, counted inside the code that ran (not at dispatch): kernel bodies of
+ * `level` executed for `kernel`; ranges of `kernel` run on helper threads (0 when a call
+ * stayed on the caller's thread); hamming-matrix helper ranges split by stored rows
+ * (by_rows = 1) or by queries (by_rows = 0). */
+uint64_t hdc_ran_count(int kernel, int level);
+uint64_t hdc_helper_ranges(int kernel);
+uint64_t hdc_hmat_split_count(int by_rows);
 /* 1 when the x86 SIMD levels were compiled in (0: non-x86 or -DHDC_PORTABLE_ONLY). */
 int hdc_simd_compiled(void);
 /* 1 when compiled with -fsanitize (the HDC_SANITIZE build). */

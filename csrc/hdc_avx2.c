@@ -19,6 +19,7 @@
 
 #define SFX(name) name##_avx2
 #define HDC_VW 4
+#define HDC_LEVEL HDC_ISA_AVX2
 #include "kernels_generic.inc"
 
 #define R256 HDC_BLOCK_ROWS_256
@@ -33,6 +34,7 @@ static inline __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low4) {
 
 static void hmat_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
                             int32_t *out, int64_t stride, uint64_t *T) {
+    HDC_RAN(HDC_LEVEL);
     if (m < 4) {
         hmat_horizontal_avx2(q, m, x, r0, r1, W, out, stride);
         return;

@@ -24,6 +24,7 @@
 
 #define SFX(name) name##_avx512
 #define HDC_VW 8
+#define HDC_LEVEL HDC_ISA_AVX512
 #include "kernels_generic.inc"
 
 #define R512 HDC_BLOCK_ROWS_512
@@ -37,6 +38,7 @@ static void bind_nt_avx512(const uint64_t *a, const uint64_t *b, uint64_t *out, 
         bind_avx512(a, b, out, n);
         return;
     }
+    HDC_RAN(HDC_LEVEL);
     int64_t i = 0;
     while (i < n && ((uintptr_t)(out + i) & 63) != 0) {
         out[i] = a[i] ^ b[i];
@@ -79,10 +81,12 @@ static inline uint64_t row_pop(const uint64_t *a, const uint64_t *b, int64_t W) 
 }
 
 static void popcount_v_avx512(const uint64_t *x, int64_t rows, int64_t W, int64_t *out) {
+    HDC_RAN(HDC_LEVEL);
     for (int64_t r = 0; r < rows; r++) out[r] = (int64_t)row_pop(x + r * W, NULL, W);
 }
 
 static void hamming_rows_v_avx512(const uint64_t *a, const uint64_t *b, int64_t rows, int64_t W, int64_t *out) {
+    HDC_RAN(HDC_LEVEL);
     for (int64_t r = 0; r < rows; r++) out[r] = (int64_t)row_pop(a + r * W, b + r * W, W);
 }
 
@@ -188,6 +192,7 @@ static inline void store8(int32_t *dst, __m512i acc, int64_t g, int64_t nr) {
 
 static void hmat_range_avx512(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
                               int32_t *out, int64_t stride, uint64_t *T) {
+    HDC_RAN(HDC_LEVEL);
     if (m < HDC_FEW_QUERIES) {
         hmat_few_avx512(q, m, x, r0, r1, W, out, stride);
         return;
@@ -234,6 +239,7 @@ static inline void offer(hdc_topk_list *L, __m512i a0, __m512i a1, __m512i a2, _
 
 static void topk_range_avx512(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
                               hdc_topk_list *lists, uint64_t *T) {
+    HDC_RAN(HDC_LEVEL);
     for (int64_t r = r0; r < r1; r += R512) {
         int64_t nr = r1 - r < R512 ? r1 - r : R512;
         uint32_t valid_mask = nr >= 32 ? 0xFFFFFFFFu : ((1u << nr) - 1);

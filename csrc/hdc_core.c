@@ -13,9 +13,11 @@
 /* ------------------------------------------------------------------ portable kernels */
 #define SFX(name) name##_portable
 #define HDC_VW 1
+#define HDC_LEVEL HDC_ISA_PORTABLE
 #include "kernels_generic.inc"
 #undef SFX
 #undef HDC_VW
+#undef HDC_LEVEL
 
 static int64_t hmat_scratch_none(int64_t W) { (void)W; return 0; }
 
@@ -41,7 +43,11 @@ const hdc_kernels hdc_kernels_portable = {
 /* ------------------------------------------------------------------ ISA detection */
 static int g_detected = -1;
 static int g_isa = -1;
-static uint64_t g_calls[HDC_N_KERNELS][HDC_N_ISA];
+static uint64_t g_calls[HDC_N_KERNELS][HDC_N_ISA];  /* dispatched calls */
+uint64_t hdc_ran[HDC_N_KERNELS][HDC_N_ISA];         /* kernel bodies that ran (HDC_RAN) */
+__thread int hdc_tl_kid;
+static uint64_t g_helper_ranges[HDC_N_KERNELS];     /* ranges run on a helper thread */
+static uint64_t g_hmat_split[2];                     /* hmat helper ranges: [0] by queries, [1] by rows */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 #if HDC_X86
@@ -99,6 +105,20 @@ uint64_t hdc_call_count(int kernel, int level) {
     return __atomic_load_n(&g_calls[kernel][level], __ATOMIC_RELAXED);
 }
 
+uint64_t hdc_ran_count(int kernel, int level) {
+    if (kernel < 0 || kernel >= HDC_N_KERNELS || level < 0 || level >= HDC_N_ISA) return 0;
+    return __atomic_load_n(&hdc_ran[kernel][level], __ATOMIC_RELAXED);
+}
+
+uint64_t hdc_helper_ranges(int kernel) {
+    if (kernel < 0 || kernel >= HDC_N_KERNELS) return 0;
+    return __atomic_load_n(&g_helper_ranges[kernel], __ATOMIC_RELAXED);
+}
+
+uint64_t hdc_hmat_split_count(int by_rows) {
+    return __atomic_load_n(&g_hmat_split[by_rows ? 1 : 0], __ATOMIC_RELAXED);
+}
+
 int hdc_simd_compiled(void) { return HDC_X86; }
 
 int hdc_sanitized(void) {
@@ -109,9 +129,11 @@ int hdc_sanitized(void) {
 #endif
 }
 
-/* The kernel set of the current level; counts the call for kernel kid. */
+/* The kernel set of the current level; counts the call for kernel kid, and names kid as
+ * this thread's kernel so that HDC_RAN inside the level's code counts under it. */
 static const hdc_kernels *kernels_for(int kid) {
     int lvl = hdc_get_isa();
+    hdc_tl_kid = kid;
     __atomic_fetch_add(&g_calls[kid][lvl], 1, __ATOMIC_RELAXED);
 #if HDC_X86
     if (lvl == HDC_ISA_AVX512) return &hdc_kernels_avx512;
@@ -131,10 +153,13 @@ typedef struct {
     void *ctx;
     int64_t begin, end;
     int tid;
+    int kid; /* the caller's kernel id, for HDC_RAN and the helper-range count */
 } work_item;
 
 static void *work_trampoline(void *arg) {
     work_item *it = (work_item *)arg;
+    hdc_tl_kid = it->kid;
+    __atomic_fetch_add(&g_helper_ranges[it->kid], 1, __ATOMIC_RELAXED);
     it->fn(it->ctx, it->begin, it->end, it->tid);
     return NULL;
 }
@@ -157,6 +182,7 @@ static int parallel_for(int64_t n_items, int threads, work_fn fn, void *ctx) {
         items[t].begin = n_items * t / threads;
         items[t].end = n_items * (t + 1) / threads;
         items[t].tid = t;
+        items[t].kid = hdc_tl_kid;
         started[t] = 0;
     }
     for (int t = 1; t < threads; t++)
@@ -269,6 +295,7 @@ typedef struct {
 static void hmat_worker(void *p, int64_t s, int64_t e, int tid) {
     hmat_ctx *c = (hmat_ctx *)p;
     uint64_t *scr = c->scratch + (int64_t)tid * c->scratch_words;
+    if (tid > 0) __atomic_fetch_add(&g_hmat_split[c->split_rows], 1, __ATOMIC_RELAXED);
     if (c->split_rows) {
         int64_t r0 = s * c->block, r1 = e * c->block;
         if (r1 > c->n) r1 = c->n;

@@ -23,6 +23,14 @@
 enum { HDC_ISA_PORTABLE = 0, HDC_ISA_AVX2 = 1, HDC_ISA_AVX512 = 2, HDC_N_ISA = 3 };
 enum { K_BIND, K_POPCOUNT, K_HROWS, K_HMAT, K_TOPK, K_PERMUTE, K_BITCOUNTS, K_BUNDLE, K_CAUSAL, HDC_N_KERNELS };
 
+/* Proof of what ran, counted inside the kernels rather than at dispatch: the calling
+ * thread's kernel id (set by the dispatcher, carried to helper threads by parallel_for)
+ * and, per (kernel id, level), how many kernel bodies of that level executed. Every
+ * per-level kernel function starts with HDC_RAN(its level). */
+extern __thread int hdc_tl_kid;
+extern uint64_t hdc_ran[HDC_N_KERNELS][HDC_N_ISA];
+#define HDC_RAN(level) __atomic_fetch_add(&hdc_ran[hdc_tl_kid][(level)], 1, __ATOMIC_RELAXED)
+
 /* Rows of one transposed block (the vertical layout): T[w * rows + r] = x[r][w]. */
 #define HDC_BLOCK_ROWS_512 32
 #define HDC_BLOCK_ROWS_256 8

@@ -5,6 +5,15 @@ A batch of hypervectors is a C-contiguous uint64 array of shape (..., n_words) p
 are zero after every operation. Each public function validates its inputs once, then
 calls the kernel of the backend in use (see :mod:`hdc.backends`), which trusts them.
 
+Two rules hold on every backend and ISA level:
+
+* ``out=`` may share memory with any input (the same array, or a partial overlap): the
+  result is computed into a temporary and copied into ``out`` whenever
+  ``np.may_share_memory(out, input)``, so it always equals the ``out=None`` result.
+* A function that takes ``dim`` refuses inputs whose pad bits (past ``dim`` in the last
+  word) are set, with a ValueError naming the argument: such words are not a ``dim``-bit
+  vector, and passing them on would make the answer depend on the backend.
+
 Bipolar view: bit 0 <-> +1, bit 1 <-> -1, so XOR is elementwise multiplication and
 ``dot(a, b) = dim - 2 * hamming(a, b)``.
 """
@@ -49,6 +58,8 @@ TIE_SEED = 0x71E5EED
 # hamming_matrix / topk write int32 distances: a distance is at most dim, so dim must fit.
 _MAX_DIM_INT32 = 2**31 - 1
 _DEFAULT_TOPK_CHUNK_ROWS = 1 << 16  # stored rows per topk chunk (~80 MiB at dim 10,000)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_MAX_ROWS = 2**62  # the C kernels' row limit; also keeps n * n_words inside int64
 
 
 # ---------------------------------------------------------------- validation
@@ -71,10 +82,27 @@ def check_words(x, name: str = "x", *, dim: int | None = None, min_ndim: int = 1
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
     if not x.flags.aligned:
         raise ValueError(f"{name} is not aligned to 8 bytes; pass a copy (np.array({name}))")
-    if dim is not None and x.shape[-1] != n_words_for(dim):
-        raise ValueError(f"{name} has {x.shape[-1]} words per vector but dim={dim} needs "
-                         f"{n_words_for(dim)}")
+    if dim is not None:
+        if x.shape[-1] != n_words_for(dim):
+            raise ValueError(f"{name} has {x.shape[-1]} words per vector but dim={dim} needs "
+                             f"{n_words_for(dim)}")
+        _check_pad(x, name, dim)
     return x
+
+
+def _check_pad(x, name: str, dim: int) -> None:
+    """Raise if any bit past ``dim`` is set (one pass over the last word of each vector)."""
+    mask = pad_mask(dim)
+    if x.size == 0 or mask == _ALL_ONES:
+        return
+    last = x[..., -1]
+    bad = np.flatnonzero(last & ~mask)
+    if bad.size:
+        where = np.unravel_index(bad[0], last.shape) if last.ndim else ()
+        raise ValueError(f"{name} has pad bits set past dim={dim} (vector {tuple(int(i) for i in where)}, "
+                         f"last word {int(last.flat[bad[0]]):#x}): bits {dim % WORD_BITS}..63 of the last "
+                         f"word must be zero; clear them with {name}[..., -1] &= hdc.pad_mask({dim}) "
+                         f"or pass the dim the vectors were made with")
 
 
 def _check_out(out, shape, dtype, name="out"):
@@ -91,9 +119,16 @@ def _check_out(out, shape, dtype, name="out"):
 
 
 def _check_int(value, name: str) -> int:
+    """``value`` as a Python int; Python and NumPy integers pass, bool and float do not."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int (Python or NumPy integer), got {value!r} "
+                        f"of type {type(value).__name__}")
     return int(value)
+
+
+def _may_alias(out, *inputs) -> bool:
+    """Whether ``out`` may share memory with an input (the bounds test: cheap, conservative)."""
+    return any(np.may_share_memory(out, a) for a in inputs)
 
 
 def _same_words(a, b):
@@ -103,8 +138,8 @@ def _same_words(a, b):
 
 
 def _rows(x):
-    """View (..., W) as (N, W) without copying (x is C-contiguous)."""
-    return x.reshape(-1, x.shape[-1])
+    """View (..., W) as (N, W) without copying (x is C-contiguous; W may be 0)."""
+    return x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])
 
 
 # ---------------------------------------------------------------- creation
@@ -116,8 +151,8 @@ def random(n: int, dim: int, seed=None) -> np.ndarray:
     Example: ``hdc.random(3, 10_000, seed=1)``
     """
     n = _check_int(n, "n")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0 <= n <= _MAX_ROWS:
+        raise ValueError(f"n must be in 0..2**62 vectors, got {n}")
     dim = check_dim(dim)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     words = rng.integers(0, 2**64, size=(n, n_words_for(dim)), dtype=np.uint64, endpoint=False)
@@ -134,6 +169,8 @@ def tie_vector(dim: int, seed: int = TIE_SEED) -> np.ndarray:
 def bind(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, threads: int | None = None):
     """Bind by XOR (self-inverse: ``bind(bind(a, b), b) == a``). Broadcasts over leading axes.
 
+    ``out`` may be ``a`` or ``b`` or overlap them: the result is as if it were a fresh array.
+
     Shapes: (..., W) and (..., W) -> broadcast (..., W).
     Example: ``c = hdc.bind(key, value)``
     """
@@ -145,10 +182,23 @@ def bind(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, threads
         a = np.ascontiguousarray(np.broadcast_to(a, shape))
     if b.shape != shape:
         b = np.ascontiguousarray(np.broadcast_to(b, shape))
+    threads = _bk.resolve_threads(threads)
     out = _check_out(out, shape, np.uint64)
-    if a.size:
-        _bk.get_backend().bind(_rows(a), _rows(b), _rows(out), _bk.resolve_threads(threads))
+    if not a.size:
+        return out
+    # XOR is elementwise: out exactly equal to an input is safe in place on every backend;
+    # any other overlap would read words another row (or thread) already overwrote.
+    if any(_may_alias(out, t) and not _same_buffer(out, t) for t in (a, b)):
+        out[...] = bind(a, b, threads=threads)
+        return out
+    _bk.get_backend().bind(_rows(a), _rows(b), _rows(out), threads)
     return out
+
+
+def _same_buffer(x, y) -> bool:
+    """Same memory, same layout: element i of x is element i of y."""
+    return (x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+            and x.shape == y.shape and x.strides == y.strides)
 
 
 # ---------------------------------------------------------------- bundle
@@ -219,7 +269,11 @@ class BundleAccumulator:
 
     ``add`` batches of any size (processed in chunks), ``merge`` another accumulator, and
     read the majority with ``result()``; ``counts`` holds ``sum_i w_i * bit_ij`` and
-    ``total`` holds ``sum_i w_i``, so the bipolar sum is ``2 * counts - total``.
+    ``total`` holds ``sum_i w_i``, so the bipolar sum is ``total - 2 * counts``.
+
+    Limit (int64 counters): ``|counts|`` and ``|total|`` stay within :attr:`MAX_COUNT`
+    (2**61), so ``total - 2 * counts`` is exact too; an ``add`` or ``merge`` that could pass
+    it raises OverflowError before any counter changes.
 
     Example::
 
@@ -230,6 +284,8 @@ class BundleAccumulator:
     """
 
     CHUNK_ROWS = 1 << 14
+    #: bound on |counts| and |total| of int64 counters: 3 * 2**61 < 2**63 keeps the bipolar sum exact
+    MAX_COUNT = 2**61
 
     def __init__(self, dim: int, *, dtype=np.int64):
         self.dim = check_dim(dim)
@@ -240,6 +296,27 @@ class BundleAccumulator:
         self.counts = np.zeros(self.dim, self.dtype)
         self.total = self.dtype.type(0)
         self.n_added = 0
+        # cheap bounds lo <= every counter and total <= hi, as Python ints; the exact values
+        # are computed (O(dim)) only when a bound would pass MAX_COUNT
+        self._lo = self._hi = 0
+
+    def _reserve(self, down: int, up: int, what: str) -> None:
+        """Raise OverflowError unless every counter can move by -down..+up (both >= 0)."""
+        if self.dtype != np.int64:
+            return
+        lo, hi = self._lo - down, self._hi + up
+        if -self.MAX_COUNT <= lo and hi <= self.MAX_COUNT:
+            self._lo, self._hi = lo, hi
+            return
+        total = int(self.total)
+        lo = min(total, int(self.counts.min())) - down
+        hi = max(total, int(self.counts.max())) + up
+        if lo < -self.MAX_COUNT or hi > self.MAX_COUNT:
+            raise OverflowError(
+                f"{what} could take an int64 counter to {hi if hi > self.MAX_COUNT else lo}; the limit "
+                f"is |count| <= 2**61 = {self.MAX_COUNT} (so that total - 2 * counts stays exact). "
+                f"Use smaller weights, or BundleAccumulator(dim, dtype=np.float64)")
+        self._lo, self._hi = lo, hi
 
     def add(self, x: np.ndarray, weights=None, *, threads: int | None = None) -> "BundleAccumulator":
         """Add vectors x (n, W) or (W,), each with weight 1 or ``weights[i]``."""
@@ -247,6 +324,7 @@ class BundleAccumulator:
         rows = _rows(x)
         n = rows.shape[0]
         if weights is None:
+            self._reserve(0, n, f"adding {n} vectors")
             kern = _bk.get_backend()
             threads = _bk.resolve_threads(threads)
             tmp = self.counts if self.dtype == np.int64 else np.zeros(self.dim, np.int64)
@@ -266,7 +344,8 @@ class BundleAccumulator:
             if w.dtype.kind == "f" and self.dtype == np.int64:
                 if not np.all(w == np.round(w)):
                     raise TypeError("fractional weights need BundleAccumulator(dim, dtype=np.float64)")
-                w = w.astype(np.int64)
+            if self.dtype == np.int64 and n:
+                self._reserve(*self._weight_range(w), "weights")
             w = w.astype(self.dtype)
             for s in range(0, n, self.CHUNK_ROWS):
                 bits = unpack_bits(rows[s:s + self.CHUNK_ROWS], self.dim)  # (chunk, dim) bool
@@ -274,6 +353,18 @@ class BundleAccumulator:
             self.total += w.sum()
         self.n_added += n
         return self
+
+    def _weight_range(self, w) -> tuple[int, int]:
+        """How far any counter can move down and up by adding weights ``w``: exact (-sum w-, sum w+)."""
+        lo, hi = w.min(), w.max()
+        if not (-self.MAX_COUNT <= lo and hi <= self.MAX_COUNT):  # compared before any cast
+            bad = hi if hi > self.MAX_COUNT else lo
+            raise OverflowError(f"weights must lie in -2**61..2**61 for int64 counters, got {int(bad)} "
+                                f"(or use BundleAccumulator(dim, dtype=np.float64))")
+        w = w.astype(np.int64)  # exact now: every weight fits
+        if max(int(hi), -int(lo)) * w.size <= self.MAX_COUNT:  # int64 sums cannot wrap
+            return -int(w[w < 0].sum()), int(w[w > 0].sum())
+        return -sum(int(v) for v in w if v < 0), sum(int(v) for v in w if v > 0)
 
     def merge(self, other: "BundleAccumulator") -> "BundleAccumulator":
         """Add another accumulator's counters into this one (same dim)."""
@@ -283,6 +374,10 @@ class BundleAccumulator:
             raise ValueError(f"cannot merge accumulators of dims {self.dim} and {other.dim}")
         if other.dtype != self.dtype:
             raise TypeError(f"cannot merge {other.dtype} counters into {self.dtype} counters")
+        if self.dtype == np.int64:
+            total = int(other.total)
+            self._reserve(max(0, -min(total, int(other.counts.min()))),
+                          max(0, total, int(other.counts.max())), "merging")
         self.counts += other.counts
         self.total += other.total
         self.n_added += other.n_added
@@ -306,19 +401,23 @@ def permute(x: np.ndarray, shift: int, dim: int, out: np.ndarray | None = None, 
             threads: int | None = None) -> np.ndarray:
     """Cyclic rotation of the ``dim`` bits by ``shift``: bit j moves to bit (j + shift) % dim.
 
-    Any int shift (negative too); ``permute(permute(x, s, d), -s, d) == x``.
+    Any int shift (negative too); ``permute(permute(x, s, d), -s, d) == x``. ``out`` may be
+    ``x`` or overlap it (computed through a temporary then). Pad bits of ``x`` must be zero.
     Shapes: (..., W) -> (..., W).
     """
     shift = _check_int(shift, "shift")
     dim = check_dim(dim)
     check_words(x, "x", dim=dim)
+    threads = _bk.resolve_threads(threads)
     out = _check_out(out, x.shape, np.uint64)
     shift %= dim
-    if x.size:
+    if x.size and _may_alias(out, x):  # a rotation reads other words of the row
+        out[...] = permute(x, shift, dim, threads=threads)
+    elif x.size:
         if shift == 0:
             np.copyto(out, x)
         else:
-            _bk.get_backend().permute(_rows(x), shift, dim, _rows(out), _bk.resolve_threads(threads))
+            _bk.get_backend().permute(_rows(x), shift, dim, _rows(out), threads)
     return out
 
 
@@ -326,8 +425,8 @@ def permute(x: np.ndarray, shift: int, dim: int, out: np.ndarray | None = None, 
 def popcount(x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     """Number of set bits per vector. Shapes: (..., W) -> (...) int64."""
     check_words(x, "x")
-    out = np.empty(x.shape[:-1], np.int64)
-    if out.size:
+    out = np.zeros(x.shape[:-1], np.int64)
+    if out.size and x.shape[-1]:  # 0-word vectors count 0 (the C kernels take no empty rows)
         _bk.get_backend().popcount(_rows(x), out.reshape(-1), _bk.resolve_threads(threads))
     return out
 
@@ -347,14 +446,14 @@ def hamming(a: np.ndarray, b: np.ndarray, *, threads: int | None = None) -> np.n
         # one vector against a batch: a 1 x n distance matrix, no broadcast copy
         if a.ndim == 1 and b.ndim == 2 or b.ndim == 1 and a.ndim == 2:
             single, batch = (a, b) if a.ndim == 1 else (b, a)
-            d = np.empty((1, batch.shape[0]), np.int32)
-            if d.size:
+            d = np.zeros((1, batch.shape[0]), np.int32)
+            if d.size and batch.shape[1]:
                 kern.hamming_matrix(single.reshape(1, -1), batch, d, threads)
             return d[0].astype(np.int64)
         a = np.ascontiguousarray(np.broadcast_to(a, shape))
         b = np.ascontiguousarray(np.broadcast_to(b, shape))
-    out = np.empty(shape[:-1], np.int64)
-    if out.size:
+    out = np.zeros(shape[:-1], np.int64)
+    if out.size and shape[-1]:
         kern.hamming_rows(_rows(a), _rows(b), out.reshape(-1), threads)
     return out
 
@@ -384,12 +483,16 @@ def hamming_matrix(Q: np.ndarray, X: np.ndarray, out: np.ndarray | None = None, 
     """All-pairs Hamming distances: ``out[i, j] = popcount(Q[i] ^ X[j])``.
 
     Shapes: Q (m, W), X (n, W) -> (m, n) int32. Pass a preallocated ``out`` to reuse
-    memory (a fresh large output's first touch can cost more than the kernel).
+    memory (a fresh large output's first touch can cost more than the kernel); an ``out``
+    that shares memory with Q or X is filled through a temporary.
     """
     _check_pair(Q, X)
+    threads = _bk.resolve_threads(threads)
     out = _check_out(out, (Q.shape[0], X.shape[0]), np.int32)
-    if out.size and Q.shape[1]:
-        _bk.get_backend().hamming_matrix(Q, X, out, _bk.resolve_threads(threads))
+    if out.size and Q.shape[1] and _may_alias(out, Q, X):  # kernels read Q/X after writing out
+        out[...] = hamming_matrix(Q, X, threads=threads)
+    elif out.size and Q.shape[1]:
+        _bk.get_backend().hamming_matrix(Q, X, out, threads)
     elif out.size:
         out.fill(0)
     return out
@@ -410,20 +513,25 @@ def _madvise():
 
 
 _MADV_DONTNEED = 4
+_MADV_PAGEOUT = 21  # Linux >= 5.4; older kernels answer EINVAL and the pages stay
 _madvise_fn = _madvise()
 
 
 def _release_pages(X, chunk) -> None:
-    """Drop the pages of a processed chunk of a read-only file mapping.
+    """Drop a processed chunk of an np.memmap from the resident set.
 
     Streaming a 12 GB np.memmap otherwise leaves every page it touched in the process's
-    resident set; the file's pages stay in the page cache, so this costs nothing to redo.
+    resident set. Shared mappings (modes ``r``, ``r+``, ``w+``): MADV_DONTNEED unmaps the
+    pages and keeps their data (a written page's dirty bit moves to the page cache).
+    Copy-on-write (mode ``c``): DONTNEED would discard the caller's private writes, so
+    MADV_PAGEOUT asks the kernel to reclaim the pages instead, which never loses data
+    (unwritten pages are dropped, written ones swapped out or kept).
     """
-    if (_madvise_fn is None or not isinstance(X, np.memmap) or X.mode != "r"
-            or chunk.nbytes < (1 << 20)):
+    if _madvise_fn is None or not isinstance(X, np.memmap) or chunk.nbytes < (1 << 20):
         return
+    advice = _MADV_PAGEOUT if X.mode == "c" else _MADV_DONTNEED
     start = chunk.ctypes.data // mmap.PAGESIZE * mmap.PAGESIZE
-    _madvise_fn(start, chunk.ctypes.data + chunk.nbytes - start, _MADV_DONTNEED)
+    _madvise_fn(start, chunk.ctypes.data + chunk.nbytes - start, advice)
 
 
 def topk(Q: np.ndarray, X: np.ndarray, k: int, *, chunk_rows: int | None = None,
@@ -451,6 +559,10 @@ def topk(Q: np.ndarray, X: np.ndarray, k: int, *, chunk_rows: int | None = None,
     best_d = np.empty((m, k), np.int32)
     best_i = np.empty((m, k), np.int64)
     if m == 0:
+        return best_d, best_i
+    if Q.shape[1] == 0:  # 0-bit vectors: every distance is 0, ties go to the lower index
+        best_d.fill(0)
+        best_i[:] = np.arange(k)
         return best_d, best_i
     first = True
     for start in range(0, n, chunk_rows):

@@ -10,20 +10,27 @@ import sys
 
 import numpy as np
 
-__all__ = ["WORD_BITS", "n_words_for", "pad_mask", "pack_bits", "unpack_bits", "check_dim"]
+__all__ = ["WORD_BITS", "MAX_DIM", "n_words_for", "pad_mask", "pack_bits", "unpack_bits", "check_dim"]
 
 WORD_BITS = 64
 # Word arrays are viewed as bytes in little-endian order below.
 _LITTLE = sys.byteorder == "little"
 
 
+#: the largest dim: 2**56 words, the C kernels' per-vector limit (and far past any memory)
+MAX_DIM = 2**62
+
+
 def check_dim(dim) -> int:
-    """Return ``dim`` as an int, or raise naming the problem (dims count bits and are >= 1)."""
+    """Return ``dim`` as an int, or raise naming the problem (dims count bits, 1..2**62)."""
     if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an int (number of bits), got {type(dim).__name__}")
+        raise TypeError(f"dim must be an int (number of bits; Python or NumPy integer), got {dim!r} "
+                        f"of type {type(dim).__name__}")
     dim = int(dim)
     if dim < 1:
         raise ValueError(f"dim must be >= 1 bit, got {dim}")
+    if dim > MAX_DIM:
+        raise ValueError(f"dim must be at most 2**62 bits, got {dim}")
     return dim
 
 

@@ -308,4 +308,44 @@ def test_env_override_typo_raises():
 
     env = dict(os.environ, HDC_ISA="avx-512")
     p = subprocess.run([sys.executable, "-c", "import hdc.backends.c_backend"], env=env, capture_output=True, text=True)
-    assert p.returncode != 0 and "unknown ISA level" in p.stderr
+    assert p.returncode != 0 and "HDC_ISA='avx-512' is not an ISA level" in p.stderr
+
+
+def _every_kernel_call(dim=1_000, m=9, n=70):
+    """(kernel name, zero-arg call) for every C kernel and every driver path of hmat/topk."""
+    rng = np.random.default_rng(21)
+    q, x = words(rng, m, dim), words(rng, n, dim)
+    tie = words(rng, 1, dim)[0]
+    W = x.shape[1]
+    return [
+        ("bind", lambda: C.bind(x, x[::-1].copy(), np.empty_like(x), 1)),
+        ("popcount", lambda: C.popcount(x, np.empty(n, np.int64), 1)),
+        ("hamming_rows", lambda: C.hamming_rows(x, x[::-1].copy(), np.empty(n, np.int64), 1)),
+        ("hamming_matrix", lambda: C.hamming_matrix(q, x, np.empty((m, n), np.int32), 1)),  # many queries
+        ("hamming_matrix", lambda: C.hamming_matrix(q[:2], x, np.empty((2, n), np.int32), 1)),  # few
+        ("topk", lambda: C.topk(q, x, 5, np.empty((m, 5), np.int32), np.empty((m, 5), np.int64), 1)),  # fused
+        ("topk", lambda: C.topk(q[:2], x, 5, np.empty((2, 5), np.int32), np.empty((2, 5), np.int64), 1)),
+        ("permute", lambda: C.permute(x, 77, dim, np.empty_like(x), 1)),
+        ("bit_counts", lambda: C.bit_counts(x, dim, np.zeros(dim, np.int64), 1)),
+        ("bundle_majority", lambda: C.bundle_majority(x, dim, tie, np.empty(W, np.uint64), 1)),
+    ]
+
+
+def test_every_kernel_runs_at_the_pinned_level(isa):
+    """Counted inside the level's code (HDC_RAN), not at dispatch: each kernel's body of the
+    pinned level ran, and no SIMD level above it did (a portable remainder is allowed)."""
+    for name, call in _every_kernel_call():
+        before = {lv: C.ran_count(name, lv) for lv in ISAS}
+        call()
+        after = {lv: C.ran_count(name, lv) for lv in ISAS}
+        assert after[isa] > before[isa], f"{name}: no {isa} kernel body ran"
+        above = [lv for lv in ISAS if C.ISA_NAMES.index(lv) > C.ISA_NAMES.index(isa)]
+        assert all(after[lv] == before[lv] for lv in above), f"{name} at {isa} ran {after} (was {before})"
+
+
+def test_ran_count_is_not_the_dispatch_count():
+    """The two counters are separate: a dispatch alone (0 rows) runs no kernel body."""
+    before_ran, before_calls = C.ran_count("popcount"), C.call_count("popcount")
+    C.popcount(np.zeros((0, 3), np.uint64), np.zeros(0, np.int64), 1)
+    assert C.call_count("popcount") == before_calls + 1
+    assert C.ran_count("popcount") == before_ran

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import hdc
 from strategies import HUGE_DIM, assert_pad_zero, batch, dims, seeds
+
+#: word boundaries, pinned (hypothesis above draws them only sometimes)
+PINNED_DIMS = [1, 63, 64, 65, 127, 128, 129, 511, 512, 513]
 
 
 def ref(fn, *args, **kw):
@@ -112,3 +116,35 @@ def test_threads_do_not_change_results(kernel):
     for t in (2, 3, 8):
         np.testing.assert_array_equal(hdc.hamming_matrix(q, x, threads=t), base)
         np.testing.assert_array_equal(hdc.topk(q, x, 5, threads=t)[1], hdc.topk(q, x, 5, threads=1)[1])
+
+
+@pytest.mark.parametrize("dim", PINNED_DIMS)
+def test_every_operation_at_word_boundaries(kernel, dim):
+    """Every operation at every pinned boundary dim equals the reference, pad bits stay zero."""
+    q, x = hdc.random(5, dim, dim), hdc.random(37, dim, dim + 1)
+    x[20] = x[3]  # a tie for topk
+    got = hdc.bind(q, x[:5])
+    np.testing.assert_array_equal(got, q ^ x[:5])
+    assert_pad_zero(got, dim)
+    np.testing.assert_array_equal(hdc.popcount(x), ref(hdc.popcount, x))
+    np.testing.assert_array_equal(hdc.popcount(x), hdc.to_bool(x, dim).sum(-1))
+    np.testing.assert_array_equal(hdc.hamming(q, x[:5]), ref(hdc.hamming, q, x[:5]))
+    np.testing.assert_array_equal(hdc.hamming(q[0], x), ref(hdc.hamming, q[0], x))
+    np.testing.assert_array_equal(hdc.hamming_matrix(q, x), ref(hdc.hamming_matrix, q, x))
+    for k in (1, 5, 37):
+        d, i = hdc.topk(q, x, k)
+        rd, ri = ref(hdc.topk, q, x, k)
+        np.testing.assert_array_equal(d, rd)
+        np.testing.assert_array_equal(i, ri)
+    for shift in sorted({0, 1, 63, 64, 65, dim - 1, dim, -1, -65}):
+        got = hdc.permute(x, shift, dim)
+        np.testing.assert_array_equal(got, ref(hdc.permute, x, shift, dim), err_msg=f"shift {shift}")
+        np.testing.assert_array_equal(hdc.to_bool(got, dim), np.roll(hdc.to_bool(x, dim), shift, -1))
+        assert_pad_zero(got, dim)
+    for n in (1, 2, 15, 16, 17, 36):
+        got = hdc.bundle(x[:n], dim)
+        np.testing.assert_array_equal(got, ref(hdc.bundle, x[:n], dim), err_msg=f"n {n}")
+        assert_pad_zero(got, dim)
+    acc = hdc.BundleAccumulator(dim).add(x)
+    np.testing.assert_array_equal(acc.counts, hdc.to_bool(x, dim).sum(0))
+    np.testing.assert_array_equal(hdc.similarity(q, x[:5], dim), ref(hdc.similarity, q, x[:5], dim))

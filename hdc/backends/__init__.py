@@ -31,20 +31,32 @@ overlap, out_score, out_idx, threads)``                 query i (position p = q_
                                                         int64, short rows padded with -1
 =====================================================  =========================================
 
+Kernels may assume that outputs share no memory with inputs and that pad bits are zero:
+:mod:`hdc.functional` guarantees both (it computes through a temporary when ``out``
+overlaps an input, and refuses set pad bits).
+
 Selection: ``HDC_BACKEND`` (``numpy``, ``numba``, ``c`` or ``auto``), :func:`set_backend`,
 or the :func:`use_backend` context manager. ``auto`` picks the fastest available:
 c, then numba, then numpy (the reference, always present).
+
+Settings are checked when this module is imported: an unknown ``HDC_BACKEND`` or ``HDC_ISA``
+value, or a bad ``HDC_NUM_THREADS``, raises :class:`InvalidSetting` listing the valid values
+(a typo must never fall back silently to another backend or level).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import numbers
 import os
 import threading
 from types import ModuleType
 
+import numpy as np
+
 __all__ = [
     "BackendUnavailable",
+    "InvalidSetting",
     "available_backends",
     "get_backend",
     "get_backend_name",
@@ -58,6 +70,18 @@ __all__ = [
 
 class BackendUnavailable(ImportError):
     """A backend was requested that cannot be loaded on this installation."""
+
+
+class InvalidSetting(ValueError):
+    """An environment setting (HDC_BACKEND, HDC_ISA, HDC_NUM_THREADS) has an invalid value.
+
+    Never turned into BackendUnavailable: a wrong setting is the user's to fix, not a reason
+    to fall back to another backend.
+    """
+
+
+#: the values HDC_ISA accepts (the C backend's levels, fastest first, and auto)
+ISA_SETTINGS = ("auto", "avx512", "avx2", "portable")
 
 
 # name -> (module path, what to install when it is missing)
@@ -85,6 +109,8 @@ def load_backend(name: str) -> ModuleType:
     module_path, install_hint = _REGISTRY[name]
     try:
         mod = importlib.import_module(module_path)
+    except InvalidSetting:
+        raise
     except Exception as exc:  # noqa: BLE001 - any import failure makes the backend unavailable
         _load_errors[name] = f"{type(exc).__name__}: {exc}"
         raise BackendUnavailable(
@@ -172,6 +198,16 @@ def _threads_from_env() -> int:
     return n
 
 
+def _check_threads(n, name: str) -> int:
+    """``n`` as a Python int >= 1: Python and NumPy integers pass, bool and float do not."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int (Python or NumPy integer), got {n!r} "
+                        f"of type {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be a positive int >= 1, got {int(n)}")
+    return int(n)
+
+
 def get_num_threads() -> int:
     """Threads a kernel uses when a call does not say (``HDC_NUM_THREADS``, default: all cores)."""
     global _num_threads
@@ -183,19 +219,41 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Set the default number of kernel threads for later calls."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of threads must be a positive int, got {n!r}")
-    _num_threads = n
+    _num_threads = _check_threads(n, "number of threads")
 
 
 def resolve_threads(threads: int | None) -> int:
     if threads is None:
         return get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return threads
+    return _check_threads(threads, "threads")
 
 
 def load_errors() -> dict[str, str]:
     """Why each unavailable backend failed to load (for backend_info())."""
     return dict(_load_errors)
+
+
+def _check_settings() -> None:
+    """Check HDC_BACKEND, HDC_ISA and HDC_NUM_THREADS now, at import (see module docstring)."""
+    backend = os.environ.get("HDC_BACKEND", "").strip().lower()
+    if backend and backend != "auto" and backend not in _REGISTRY:
+        raise InvalidSetting(f"HDC_BACKEND={os.environ['HDC_BACKEND']!r} is not a backend; valid values: "
+                             f"{', '.join(('auto',) + _AUTO_ORDER)}")
+    isa = os.environ.get("HDC_ISA", "").strip().lower()
+    if isa and isa not in ISA_SETTINGS:
+        raise InvalidSetting(f"HDC_ISA={os.environ['HDC_ISA']!r} is not an ISA level; valid values: "
+                             f"{', '.join(ISA_SETTINGS)}")
+    try:
+        _threads_from_env()
+    except ValueError as exc:
+        raise InvalidSetting(str(exc)) from None
+    if isa and isa != "auto":
+        # a pinned level the CPU lacks raises here (InvalidSetting from c_backend), not at
+        # the first call; a missing C extension is recorded and reported by backend_info()
+        try:
+            load_backend("c")
+        except BackendUnavailable:
+            pass
+
+
+_check_settings()

@@ -40,7 +40,8 @@ else:
 __all__ = [
     "NAME", "bind", "popcount", "hamming_rows", "hamming_matrix", "topk", "permute", "bit_counts",
     "bundle_majority", "causal_topk", "ISA_NAMES", "KERNELS", "isa_levels", "get_isa", "set_isa", "use_isa",
-    "detected_isa", "call_count", "sanitized", "MAX_WORDS_DISTANCE",
+    "detected_isa", "call_count", "ran_count", "helper_ranges", "hmat_splits", "sanitized",
+    "MAX_WORDS_DISTANCE",
 ]
 
 ISA_NAMES = ("portable", "avx2", "avx512")
@@ -385,6 +386,31 @@ def call_count(kernel: str, isa: str | None = None) -> int:
     return sum(int(lib.hdc_call_count(kid, lv)) for lv in levels)
 
 
+def ran_count(kernel: str, isa: str | None = None) -> int:
+    """How many kernel bodies of level ``isa`` ran for ``kernel`` (all levels when None).
+
+    Counted inside the per-level C functions (one count per range a thread ran), not at
+    dispatch: a call that fell back to another level's code would not move this count.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {list(KERNELS)}")
+    kid = KERNELS.index(kernel)
+    levels = range(len(ISA_NAMES)) if isa is None else [_level(isa)]
+    return sum(int(lib.hdc_ran_count(kid, lv)) for lv in levels)
+
+
+def helper_ranges(kernel: str) -> int:
+    """Work ranges of ``kernel`` that ran on helper threads since import (0: never split)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {list(KERNELS)}")
+    return int(lib.hdc_helper_ranges(KERNELS.index(kernel)))
+
+
+def hmat_splits() -> dict:
+    """Helper-thread ranges of the Hamming-matrix driver by split: stored ``rows`` or ``queries``."""
+    return {"rows": int(lib.hdc_hmat_split_count(1)), "queries": int(lib.hdc_hmat_split_count(0))}
+
+
 def sanitized() -> bool:
     """True for the HDC_SANITIZE=1 (AddressSanitizer) build."""
     return bool(lib.hdc_sanitized())
@@ -398,4 +424,11 @@ def info() -> dict:
 
 _env_isa = os.environ.get("HDC_ISA", "").strip().lower()
 if _env_isa and _env_isa != "auto":
-    set_isa(_env_isa)  # raises ValueError naming the levels: a typo must not pass silently
+    # InvalidSetting propagates through load_backend: a typo or a level this CPU lacks must
+    # raise, never fall back to another backend
+    try:
+        set_isa(_env_isa)
+    except ValueError as exc:
+        from . import InvalidSetting
+
+        raise InvalidSetting(f"HDC_ISA={os.environ['HDC_ISA']!r}: {exc}") from None

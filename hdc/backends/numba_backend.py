@@ -4,8 +4,16 @@ Public functions here follow the kernel protocol of :mod:`hdc.backends` and disp
 private ``@njit`` kernels (the stumpy pattern: a thin wrapper around ``_kernel``).
 Loop indices are plain int64 (a uint16 index would wrap past 65,535 bytes, the bug
 pynndescent shipped), and the tests use vectors longer than 64 KiB.
+
+Python threads: Numba's ``workqueue`` threading layer (what it uses without OpenMP or TBB,
+or with ``NUMBA_THREADING_LAYER=workqueue``) is not thread safe: two Python threads in
+parallel kernels at once abort the process. Under that layer every parallel kernel runs
+under one lock (:func:`_parallel`); ``omp`` and ``tbb`` run concurrent calls freely.
 """
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -326,29 +334,60 @@ def _threads(threads: int) -> None:
         numba.set_num_threads(t)
 
 
+_layer_lock = threading.Lock()  # held while the first parallel call picks the layer
+_workqueue_lock = threading.Lock()
+_layer: str | None = None
+
+
+def _parallel(threads: int):
+    """Set this thread's kernel threads; return the guard a parallel kernel runs under.
+
+    The layer is only known after Numba's first parallel launch, so that launch (a tiny
+    kernel) happens under a lock; then workqueue gets the lock, other layers none.
+    """
+    global _layer
+    if _layer is None:
+        with _layer_lock:
+            if _layer is None:
+                _bind(np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64))
+                _layer = numba.threading_layer()
+    _threads(threads)
+    return _workqueue_lock if _layer == "workqueue" else contextlib.nullcontext()
+
+
+def threading_layer() -> str:
+    """The Numba threading layer in use (``omp``, ``tbb`` or ``workqueue``)."""
+    _parallel(1)
+    return _layer
+
+
 # ---------------------------------------------------------------- protocol
 def bind(a, b, out, threads=1):
-    _threads(threads)
-    _bind(a, b, out)
+    with _parallel(threads):
+        _bind(a, b, out)
 
 
 def popcount(x, out, threads=1):
-    _threads(threads)
-    _popcount(x, out)
+    with _parallel(threads):
+        _popcount(x, out)
 
 
 def hamming_rows(a, b, out, threads=1):
-    _threads(threads)
-    _hamming_rows(a, b, out)
+    with _parallel(threads):
+        _hamming_rows(a, b, out)
 
 
 def hamming_matrix(q, x, out, threads=1):
-    _threads(threads)
-    _hamming_matrix(q, x, out)
+    with _parallel(threads):
+        _hamming_matrix(q, x, out)
 
 
 def topk(q, x, k, out_dist, out_idx, threads=1):
-    _threads(threads)
+    with _parallel(threads):
+        _topk(q, x, k, out_dist, out_idx, threads)
+
+
+def _topk(q, x, k, out_dist, out_idx, threads):
     m = q.shape[0]
     big = np.iinfo(np.int64).max
     if m >= 16 * threads:  # enough query blocks to keep every thread busy
@@ -371,19 +410,19 @@ def topk(q, x, k, out_dist, out_idx, threads=1):
 
 
 def permute(x, shift, dim, out, threads=1):
-    _threads(threads)
-    _permute(x, shift, dim, out)
+    with _parallel(threads):
+        _permute(x, shift, dim, out)
 
 
 def bit_counts(x, dim, counts, threads=1):
-    _threads(threads)
-    _bit_counts(x, dim, counts)
+    with _parallel(threads):
+        _bit_counts(x, dim, counts)
 
 
 def bundle_majority(x, dim, tie, out, threads=1):
-    _threads(threads)
     counts = np.zeros(x.shape[1] * 64, np.int64)
-    _bit_counts(x, dim, counts)
+    with _parallel(threads):
+        _bit_counts(x, dim, counts)
     _majority(counts, x.shape[0], dim, tie, out)
 
 
