@@ -168,6 +168,7 @@ static inline __attribute__((always_inline)) void causal_scan_t_avx2(const uint6
 
 static void causal_scan_v_avx2(const uint64_t *qrow, const uint64_t *kt, int64_t stride, int64_t W, int64_t lo,
                                int64_t cnt, int overlap, hdc_ctopk_list *L, int32_t *buf) {
+    HDC_RAN(HDC_LEVEL);
     if (overlap) causal_scan_t_avx2(qrow, kt, stride, W, lo, cnt, L, buf, 1);
     else causal_scan_t_avx2(qrow, kt, stride, W, lo, cnt, L, buf, 0);
 }

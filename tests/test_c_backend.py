@@ -328,6 +328,10 @@ def _every_kernel_call(dim=1_000, m=9, n=70):
         ("permute", lambda: C.permute(x, 77, dim, np.empty_like(x), 1)),
         ("bit_counts", lambda: C.bit_counts(x, dim, np.zeros(dim, np.int64), 1)),
         ("bundle_majority", lambda: C.bundle_majority(x, dim, tie, np.empty(W, np.uint64), 1)),
+        ("causal_topk", lambda: C.causal_topk(q, x, 5, n - m, None, 0, False, np.empty((m, 5), np.int32),
+                                              np.empty((m, 5), np.int64), 1)),
+        ("causal_topk", lambda: C.causal_topk(q, x, 5, n - m, 8, 2, True, np.empty((m, 5), np.int32),
+                                              np.empty((m, 5), np.int64), 1)),
     ]
 
 
