@@ -75,17 +75,22 @@ typedef struct {
 } hdc_ctopk_list;
 
 static inline void hdc_ctopk_push(hdc_ctopk_list *L, int64_t c, int64_t j) {
-    /* caller guarantees c <= L->thr and j > every index in the list */
-    int64_t pos = L->count < L->k ? L->count : L->k - 1;
-    while (pos > 0 && L->cost[pos - 1] >= c) {
-        L->cost[pos] = L->cost[pos - 1];
-        L->idx[pos] = L->idx[pos - 1];
+    /* caller guarantees c <= L->thr and j > every index in the list. Locals with restrict:
+     * the build has -fno-strict-aliasing, so stores through L->cost would otherwise make the
+     * compiler reload every field of L in the shift loop. */
+    int32_t *restrict cost = L->cost;
+    int64_t *restrict idx = L->idx;
+    int64_t count = L->count, k = L->k;
+    int64_t pos = count < k ? count : k - 1;
+    while (pos > 0 && cost[pos - 1] >= c) {
+        cost[pos] = cost[pos - 1];
+        idx[pos] = idx[pos - 1];
         pos--;
     }
-    L->cost[pos] = (int32_t)c;
-    L->idx[pos] = j;
-    if (L->count < L->k) L->count++;
-    if (L->count == L->k) L->thr = L->cost[L->k - 1];
+    cost[pos] = (int32_t)c;
+    idx[pos] = j;
+    if (count < k) L->count = ++count;
+    if (count == k) L->thr = cost[k - 1];
 }
 
 /* A kernel set for one ISA level. Ranges are in rows (or word columns) so the

@@ -7,6 +7,8 @@ Widths pin the word boundaries (1 .. 513 bits) and one past 64 KiB per vector; s
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -253,7 +255,7 @@ def test_threads_give_identical_results(name):
     K, Q = codes(11, 3000, 24), codes(12, 3000, 24)  # 24-bit codes: many ties across threads
     with hdc.use_backend(name):
         for isa in levels:
-            ctx = mod.use_isa(isa) if isa else __import__("contextlib").nullcontext()
+            ctx = mod.use_isa(isa) if isa else contextlib.nullcontext()
             with ctx:
                 for kw in ({}, {"window": 700, "skip_recent": 64, "metric": "overlap"}):
                     one = hdc.causal_topk(Q, K, 8, threads=1, **kw)

@@ -296,7 +296,8 @@ def _causal_rows(q, kt, j0, k, q_start, window, skip, overlap, i0, i1, out_s, ou
                         if n_kept == ks:
                             thr = out_s[i, ks - 1]
             else:
-                # unique composite: cost first, then the larger j (smaller cnt - 1 - r) first
+                # unique composite: cost first, then the larger j (smaller cnt - 1 - r) first;
+                # cost < 2**31 and cnt <= n keys, so it fits int64 for any n < 2**32
                 comp = buf[:cnt] * cnt + (cnt - 1 - np.arange(cnt))
                 order = np.argsort(comp)[:ks]
                 for t in range(ks):
