@@ -17,9 +17,9 @@ in the table. Every row trains with the same tokens per seed, the same steps, op
 schedule and 1 torch thread.
 
 Presets: "main" is nanoGPT's CPU config at context 64 (2000 steps, 3 seeds); "select" the same
-on held-out training text; "long" context 512, batch 4, 600 steps, one seed, then
-("long-extra", last and only if time allows) a second seed for the reference and selected
-rows; "quick" / "quick-select" a tiny shape (< 40 s in all). A preset's shape values apply to
+on held-out training text; "long" context 256, batch 8, 3,000 steps, 3 seeds, over the main rows plus each family's
+``bench_long`` variants (controls that matter at long context: a window of 32 keys, the same
+window plus the 8 best far keys by float score); ``--jobs 2`` runs two at once; "quick" / "quick-select" a tiny shape (< 40 s in all). A preset's shape values apply to
 every family whose Config has that field (a family without ``n_layer`` ignores ``n_layer``).
 
 Every (preset, family, variant, seed) run lives in
@@ -59,14 +59,15 @@ REFERENCE = ("gpt", "dense")   # the "vs dense" column's row, when it is in the 
 
 # preset -> run settings. "model": shape values on top of each family's Config defaults
 # (nanoGPT's CPU shape), applied to the families whose Config has the field.
-_QUICK_SHAPE = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32,
+_QUICK_SHAPE = {"block_size": 48, "n_layer": 2, "n_head": 2, "n_embd": 32,
                 "code_bits": 16}   # = n_embd / n_head: spike codes as wide as a dense head (equal params)
 PRESETS = {
     "main": {"iters": 2000, "batch_size": 12, "seeds": [0, 1, 2], "held_out": False, "model": {}},
     "select": {"iters": 2000, "batch_size": 12, "seeds": [0], "held_out": True, "model": {}},
-    # long context: where sparsity matters (k = 8 of up to 512 allowed keys); fewer steps and seeds
-    "long": {"iters": 600, "batch_size": 4, "seeds": [0], "held_out": False, "model": {"block_size": 512},
-             "extra_seeds": [1]},
+    # long context: where content beyond a local window can matter (k = 8 of up to 256 keys);
+    # 3,000 steps of 8 x 256 tokens (4x the main preset's tokens), 3 seeds
+    "long": {"iters": 3000, "batch_size": 8, "seeds": [0, 1, 2], "held_out": False, "model": {"block_size": 256},
+             "extra_seeds": []},
     "quick": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": False, "model": _QUICK_SHAPE},
     "quick-select": {"iters": 25, "batch_size": 8, "seeds": [0], "held_out": True, "model": _QUICK_SHAPE},
 }
@@ -137,6 +138,13 @@ def table_rows_spec(runs: Path, families: list[str], select_preset: str) -> tupl
     return rows, selection
 
 
+def long_rows(runs: Path, families: list[str], select_preset: str) -> list[tuple[str, str]]:
+    """The long-context table: the main rows, then each family's ``bench_long`` variants."""
+    from models import get_family
+    rows, _ = table_rows_spec(runs, families, select_preset)
+    return rows + [(f, v) for f in families for v in get_family(f).bench_long if (f, v) not in rows]
+
+
 def label(family: str, variant: str) -> str:
     return f"{family}/{variant}"
 
@@ -173,8 +181,9 @@ def run_one(runs: Path, preset: str, family: str, variant: str, seed: int, text:
                      progress=not preset.startswith("quick"), text=text)
 
 
-def spawn(runs: Path, preset: str, family: str, variant: str, seed: int, imports: list[str], log) -> bool:
-    """Run one job in a child process holding the heavy lock for its own duration only."""
+def spawn(runs: Path, preset: str, family: str, variant: str, seed: int, imports: list[str], log,
+          slot: int = 0) -> bool:
+    """Run one job in a child process holding heavy-lock slot ``slot`` for its own duration only."""
     if (run_dir(runs, preset, family, variant, seed) / "result.json").exists():
         return True
     cmd = [sys.executable, __file__, "--one", preset, family, variant, str(seed), "--runs", str(runs)]
@@ -185,7 +194,7 @@ def spawn(runs: Path, preset: str, family: str, variant: str, seed: int, imports
     name = f"{preset}/{family}/{variant}/seed{seed}"
     t0 = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] start {name}", file=log, flush=True)
-    with open(LOCK, "a") as lockf:
+    with open(LOCK if slot == 0 else f"{LOCK}.{slot}", "a") as lockf:
         # each full run holds the shared heavy lock while it runs (released when the child is done);
         # the --quick runs are a few seconds of CPU each, below the lock's threshold
         if not preset.startswith("quick"):
@@ -195,6 +204,35 @@ def spawn(runs: Path, preset: str, family: str, variant: str, seed: int, imports
     print(f"[{time.strftime('%H:%M:%S')}] done {name} rc={rc} "
           f"(waited {t_lock - t0:.0f}s for the lock, ran {time.time() - t_lock:.0f}s)", file=log, flush=True)
     return rc == 0
+
+
+def run_jobs(phases: list[str], runs: Path, families: list[str], quick: bool, imports: list[str], log,
+             n_jobs: int = 1) -> None:
+    """Run every job of ``phases``, ``n_jobs`` at a time. A phase starts when the one before it
+    has finished (the selected rows need the selection runs' results)."""
+    from concurrent.futures import ThreadPoolExecutor
+    if n_jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {n_jobs}")
+    slots = list(range(n_jobs))
+    import threading
+    free = threading.Semaphore(n_jobs)
+    lock = threading.Lock()
+
+    def one(job):
+        with lock:
+            slot = slots.pop()
+        try:
+            return spawn(runs, *job, imports, log, slot=slot)
+        finally:
+            with lock:
+                slots.append(slot)
+            free.release()
+
+    for ph in phases:
+        with ThreadPoolExecutor(n_jobs) as pool:
+            for job in jobs_for([ph], runs, families, quick):
+                free.acquire()
+                pool.submit(one, job)
 
 
 def jobs_for(phases: list[str], runs: Path, families: list[str], quick: bool):
@@ -213,7 +251,7 @@ def jobs_for(phases: list[str], runs: Path, families: list[str], quick: bool):
             for f, v in _selected(runs, families, sel_p):
                 yield from ((main_p, f, v, s) for s in PRESETS[main_p]["seeds"])
         elif ph == "long" and not quick:
-            rows, _ = table_rows_spec(runs, families, sel_p)
+            rows = long_rows(runs, families, sel_p)
             yield from (("long", f, v, s) for s in PRESETS["long"]["seeds"] for f, v in rows)
         elif ph == "long-extra" and not quick:
             rows = [r for r in [REFERENCE] if r[0] in families] + _selected(runs, families, sel_p)
@@ -418,7 +456,7 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     if plotted:
         ax.legend(fontsize=7, loc="center right")
     if long_summary:
-        txt = "long context (512): " + ", ".join(
+        txt = f"long context ({PRESETS['long']['model']['block_size']}): " + ", ".join(
             f"{n} {v['val_nats_per_char_mean']:.3f}" for n, v in long_summary.items())
         fig.text(0.01, 0.01, txt, fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -443,7 +481,7 @@ def report(args, runs: Path, families: list[str]) -> dict:
     main_p, sel_p = ("quick", "quick-select") if quick else ("main", "select")
     rows, selection = table_rows_spec(runs, families, sel_p)
     summary = summarise(runs, main_p, rows)
-    long_summary = {} if quick else summarise(runs, "long", rows)
+    long_summary = {} if quick else summarise(runs, "long", long_rows(runs, families, sel_p))
     print("\n== tiny-shakespeare, full validation split ==")
     print_table(table_rows(summary), COLUMNS)
     for name, a in summary.items():
@@ -451,7 +489,8 @@ def report(args, runs: Path, families: list[str]) -> dict:
             seed, s0 = next(iter(a["seeds"].items()))
             print(f"{name} per-layer firing rates (seed {seed}):", json.dumps(s0["firing_rates_per_layer"]))
     if long_summary:
-        print("\n== long context (block 512; settings in JSON 'presets.long') ==")
+        print(f"\n== long context (block {PRESETS['long']['model']['block_size']}; settings in JSON "
+              f"'presets.long') ==")
         print_table(table_rows(long_summary), COLUMNS)
     for f, sel in selection.items():
         print(f"{f} selection:", json.dumps(sel))
@@ -505,6 +544,8 @@ def main(argv=None) -> int:
     p.add_argument("--phases", default=",".join(PHASES),
                    help=f"comma list of phases to run, in order (default: all of {','.join(PHASES)})")
     p.add_argument("--log", type=Path, default=None, help="progress log (default: stderr)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each one child with 1 torch thread holding its own lock slot")
     if argv is None:
         argv = sys.argv[1:]
     # a child (--one) writes a run's result.json, not results: the parent checked the tree
@@ -530,8 +571,7 @@ def main(argv=None) -> int:
             shutil.rmtree(QUICK_RUNS, ignore_errors=True)   # scratch: quick numbers come from this code
     log = open(a.log, "a") if a.log else sys.stderr
     if not a.report_only:
-        for preset, family, variant, seed in jobs_for(a.phases.split(","), runs, families, a.quick):
-            spawn(runs, preset, family, variant, seed, a.imports, log)
+        run_jobs(a.phases.split(","), runs, families, a.quick, a.imports, log, a.jobs)
     report(a, runs, families)
     return 0
 

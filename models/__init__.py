@@ -24,14 +24,18 @@ from .registry import FAMILIES, Family, get_family, register
 # The registry: one line per family.
 register(Family("gpt", gpt.GPTConfig, gpt.GPT,
                 variants={"dense": {"attention": "dense"}, "topk": {"attention": "topk", "k": 8},
-                          "window": {"attention": "window", "k": 8}},
-                bench=("dense", "topk", "window"),
-                description="nanoGPT dense twin; top-k softmax and recency-window controls"))
+                          "window": {"attention": "window", "k": 8},
+                          "window32": {"attention": "window", "k": 32},
+                          "topk_far": {"attention": "topk", "k": 8, "local_window": 32}},
+                bench=("dense", "topk", "window"), bench_long=("window32", "topk_far"),
+                description="nanoGPT dense twin; top-k softmax, recency-window and window+far-top-k controls"))
 register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.SpikingTransformerLM,
                 variants={"hamming": {"code_bits": 32, "k": 8, "score": "hamming"},
-                          "overlap": {"code_bits": 32, "k": 8, "score": "overlap"}},
-                select=("hamming", "overlap"),
-                description="k-WTA spiking attention on binary query/key codes"))
+                          "overlap": {"code_bits": 32, "k": 8, "score": "overlap"},
+                          "brain_prior": {"code_bits": 32, "k": 8, "score": "hamming", "local_window": 32}},
+                bench=("brain_prior",), select=("hamming", "overlap"),
+                description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
+                            "+ k-WTA far keys"))
 
 
 def make_config(family: str, config: dict):

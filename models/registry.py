@@ -25,7 +25,9 @@ class Family:
     """One model family.
 
     ``variants``: named config values (a variant's dict plus the data's ``vocab_size`` makes
-    a config). ``bench``: the variants that join the comparison table. ``select``: candidate
+    a config). ``bench``: the variants that join the comparison table. ``bench_long``: variants
+    that join only the long-context table (controls that matter where context is long).
+    ``select``: candidate
     variants of which the comparison keeps the one with the lowest loss on held-out TRAINING
     text (never validation), shown under the family's name. ``learner``: a factory
     ``learner(model, train_config) -> Learner`` for families that do not train by backprop
@@ -38,13 +40,14 @@ class Family:
     variants: dict[str, dict] = field(default_factory=dict)
     bench: tuple[str, ...] = ()
     select: tuple[str, ...] = ()
+    bench_long: tuple[str, ...] = ()
     learner: Callable[..., Any] | None = None
     description: str = ""
 
     def __post_init__(self):
-        unknown = [v for v in (*self.bench, *self.select) if v not in self.variants]
+        unknown = [v for v in (*self.bench, *self.select, *self.bench_long) if v not in self.variants]
         if unknown:
-            raise ValueError(f"family {self.name!r}: bench/select name unknown variants {unknown}; "
+            raise ValueError(f"family {self.name!r}: bench/select/bench_long name unknown variants {unknown}; "
                              f"variants are {sorted(self.variants)}")
         names = {f.name for f in fields(self.config)}
         for v, values in self.variants.items():

@@ -269,25 +269,32 @@ def test_threads_give_identical_results(name):
     np.testing.assert_array_equal(got[1], want[1])
 
 
-# ---------------------------------------------------------------- the model's kernel agrees
+# ---------------------------------------------------------------- the model's rule agrees
 @pytest.mark.parametrize("code_bits", [8, 64, 100])
 @pytest.mark.parametrize("window", [None, 1, 16])
 @pytest.mark.parametrize("score", ["hamming", "overlap"])
-def test_matches_spiking_attention_packed(kernel, code_bits, window, score):
-    """spiking_attention.packed.causal_topk (its own Numba kernel) picks the same winners for
-    the plain causal mask and a pure window; its hamming score is code_bits - 2 * distance."""
-    packed = pytest.importorskip("spiking_attention.packed")
+def test_matches_the_models_kwta_rule(kernel, code_bits, window, score):
+    """The winners equal spiking_attention's k-WTA mask (kwta_mask, the training path's rule:
+    k largest integer scores among the allowed keys, ties to the more recent key) on the
+    unpacked codes, for the plain causal mask and a pure window."""
+    torch = pytest.importorskip("torch")
+    from spiking_attention.attention import brain_prior_mask
+    from spiking_attention.kwta import kwta_mask
     T, k = 90, 7
     rng = np.random.default_rng(code_bits)
-    Q = hdc.pack_bits(rng.random((T, code_bits)) < 0.5)
-    K = hdc.pack_bits(rng.random((T, code_bits)) < 0.5)
-    old_s, old_i, valid, _ = packed.causal_topk(Q, K, code_bits, score, k, window=window)
+    q, kb = rng.random((T, code_bits)) < 0.5, rng.random((T, code_bits)) < 0.5
+    Q, K = hdc.pack_bits(q), hdc.pack_bits(kb)
+    qt, kt = torch.from_numpy(q).float(), torch.from_numpy(kb).float()
+    scores = qt @ kt.T if score == "overlap" else (2 * qt - 1) @ (2 * kt - 1).T     # (T, T) integers
+    want = kwta_mask(scores, k, brain_prior_mask(T, T, window)).numpy()
     s, idx = check(kernel, Q, K, k, window=window, metric=score)
-    np.testing.assert_array_equal(np.where(valid, old_i, -1), idx)
-    if score == "hamming":
-        old_s = code_bits - old_s  # = 2 * distance
-        s = np.where(idx >= 0, 2 * s, -1)
-    np.testing.assert_array_equal(np.where(valid, old_s, -1), s)
+    got = np.zeros((T, T), bool)
+    rows = np.broadcast_to(np.arange(T)[:, None], idx.shape)
+    got[rows[idx >= 0], idx[idx >= 0]] = True
+    np.testing.assert_array_equal(got, want)
+    model_score = scores.numpy().astype(np.int64)[rows[idx >= 0], idx[idx >= 0]]
+    raw = s[idx >= 0].astype(np.int64)
+    np.testing.assert_array_equal(raw if score == "overlap" else code_bits - 2 * raw, model_score)
 
 
 # ---------------------------------------------------------------- errors
