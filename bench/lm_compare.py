@@ -17,9 +17,10 @@ in the table. Every row trains with the same tokens per seed, the same steps, op
 schedule and 1 torch thread.
 
 Presets: "main" is nanoGPT's CPU config at context 64 (2000 steps, 3 seeds); "select" the same
-on held-out training text; "long" context 256, batch 8, 3,000 steps, 3 seeds, over the main rows plus each family's
-``bench_long`` variants (controls that matter at long context: a window of 32 keys, the same
-window plus the 8 best far keys by float score); ``--jobs 2`` runs two at once; "quick" / "quick-select" a tiny shape (< 40 s in all). A preset's shape values apply to
+on held-out training text; "long" context 256, batch 8, 3,000 steps, 3 seeds, over each family's ``bench_long`` variants
+(its ``bench`` rows if it names none) and its selected variant: for gpt the dense twin, a
+window of 32 keys and the same window plus the 8 best far keys by float score; ``--jobs 2``
+runs two at once; "quick" / "quick-select" a tiny shape (< 40 s in all). A preset's shape values apply to
 every family whose Config has that field (a family without ``n_layer`` ignores ``n_layer``).
 
 Every (preset, family, variant, seed) run lives in
@@ -139,10 +140,19 @@ def table_rows_spec(runs: Path, families: list[str], select_preset: str) -> tupl
 
 
 def long_rows(runs: Path, families: list[str], select_preset: str) -> list[tuple[str, str]]:
-    """The long-context table: the main rows, then each family's ``bench_long`` variants."""
+    """The long-context table: each family's ``bench_long`` variants (its main ``bench`` rows
+    when it names none), then its selected variant. Long runs cost 4x a main run or more, so
+    a family chooses which of its variants are worth them."""
     from models import get_family
-    rows, _ = table_rows_spec(runs, families, select_preset)
-    return rows + [(f, v) for f in families for v in get_family(f).bench_long if (f, v) not in rows]
+    rows = []
+    for f in families:
+        fam = get_family(f)
+        rows += [(f, v) for v in (fam.bench_long or fam.bench)]
+        if fam.select:
+            chosen = choose_variant(runs, select_preset, f)["chosen"]
+            if (f, chosen) not in rows:
+                rows.append((f, chosen))
+    return rows
 
 
 def label(family: str, variant: str) -> str:

@@ -26,14 +26,14 @@ register(Family("gpt", gpt.GPTConfig, gpt.GPT,
                 variants={"dense": {"attention": "dense"}, "topk": {"attention": "topk", "k": 8},
                           "window": {"attention": "window", "k": 8},
                           "window32": {"attention": "window", "k": 32},
-                          "topk_far": {"attention": "topk", "k": 8, "local_window": 32}},
-                bench=("dense", "topk", "window"), bench_long=("window32", "topk_far"),
+                          "brain_prior_float": {"attention": "topk", "k": 8, "local_window": 32}},
+                bench=("dense", "topk", "window"), bench_long=("window32", "brain_prior_float", "dense"),
                 description="nanoGPT dense twin; top-k softmax, recency-window and window+far-top-k controls"))
 register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.SpikingTransformerLM,
                 variants={"hamming": {"code_bits": 32, "k": 8, "score": "hamming"},
                           "overlap": {"code_bits": 32, "k": 8, "score": "overlap"},
                           "brain_prior": {"code_bits": 32, "k": 8, "score": "hamming", "local_window": 32}},
-                bench=("brain_prior",), select=("hamming", "overlap"),
+                bench=("brain_prior",), bench_long=("brain_prior",), select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
                             "+ k-WTA far keys"))
 

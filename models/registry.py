@@ -25,8 +25,9 @@ class Family:
     """One model family.
 
     ``variants``: named config values (a variant's dict plus the data's ``vocab_size`` makes
-    a config). ``bench``: the variants that join the comparison table. ``bench_long``: variants
-    that join only the long-context table (controls that matter where context is long).
+    a config). ``bench``: the variants that join the comparison table. ``bench_long``: the variants
+    of the long-context table (default: ``bench``); long runs are costly, so a family names the
+    ones worth them, e.g. the controls that matter where context is long.
     ``select``: candidate
     variants of which the comparison keeps the one with the lowest loss on held-out TRAINING
     text (never validation), shown under the family's name. ``learner``: a factory
