@@ -32,7 +32,11 @@ register(Family("gpt", gpt.GPTConfig, gpt.GPT,
 register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.SpikingTransformerLM,
                 variants={"hamming": {"code_bits": 32, "k": 8, "score": "hamming"},
                           "overlap": {"code_bits": 32, "k": 8, "score": "overlap"},
-                          "brain_prior": {"code_bits": 32, "k": 8, "score": "hamming", "local_window": 32}},
+                          "brain_prior": {"code_bits": 32, "k": 8, "score": "hamming", "local_window": 32},
+                          # finer scores at equal parameters: 128-bit codes from the 32-wide projection
+                          "wide": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming"},
+                          # sparse codes: a 10% firing-rate target in the loss
+                          "sparse": {"code_bits": 32, "k": 8, "score": "hamming", "fire_target": 0.1}},
                 bench=("brain_prior",), bench_long=("brain_prior",), select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
                             "+ k-WTA far keys"))

@@ -158,6 +158,11 @@ class TransformerLM(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            # layers with a training objective of their own (e.g. a firing-rate target) add it here
+            for blk in self.transformer.h:
+                aux = getattr(blk.attn, "aux_loss", None)
+                if aux is not None:
+                    loss = loss + aux
         return logits, loss
 
     def layer_stats(self) -> list[dict]:

@@ -43,6 +43,10 @@ class SpikingConfig(TrunkConfig):
     prior_random_frac: float = 0.0       # ... plus this fraction of random long-range keys
     prior_seed: int = 0
     local_window: int | None = None      # brain prior: every key of this local window + k-WTA far keys
+    proj_dim: int | None = None          # learned Q/K width per head (None: code_bits); a fixed random
+                                         # map widens it to code_bits (wider codes, same parameters)
+    fire_target: float | None = None     # code firing-rate target in the loss (sparse codes)
+    fire_weight: float = 1.0
 
     def _check(self) -> None:
         check_int("code_bits", self.code_bits)
@@ -55,6 +59,8 @@ class SpikingConfig(TrunkConfig):
             check_int("prior_window", self.prior_window)
         if self.local_window is not None:
             check_int("local_window", self.local_window)
+        if self.proj_dim is not None:
+            check_int("proj_dim", self.proj_dim)
         if not 0.0 <= self.prior_random_frac <= 1.0:
             raise ValueError(f"prior_random_frac must be in [0, 1], got {self.prior_random_frac!r}")
 
@@ -66,8 +72,8 @@ def make_attention(config: SpikingConfig, layer: int) -> SpikingKWTAAttention:
         config.n_embd, config.n_head, config.code_bits, config.k, max_seq_len=config.block_size,
         score=config.score, neuron=config.neuron, surrogate=config.surrogate, output=config.output,
         prior_window=config.prior_window, prior_random_frac=config.prior_random_frac,
-        prior_seed=config.prior_seed + layer, local_window=config.local_window, bias=config.bias,
-        n_layer=config.n_layer)
+        prior_seed=config.prior_seed + layer, local_window=config.local_window, proj_dim=config.proj_dim,
+        fire_target=config.fire_target, fire_weight=config.fire_weight, bias=config.bias, n_layer=config.n_layer)
 
 
 class SpikingTransformerLM(TransformerLM):

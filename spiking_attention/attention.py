@@ -251,7 +251,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
     def __init__(self, d_model: int, n_head: int, code_bits: int, k, *, max_seq_len: int,
                  score: str = "hamming", neuron: str = "heaviside", surrogate: str = "atan",
                  output: str = "softmax", prior_window: int | None = None, prior_random_frac: float = 0.0,
-                 prior_seed: int = 0, local_window: int | None = None, bias: bool = False, n_layer: int = 4,
+                 prior_seed: int = 0, local_window: int | None = None, proj_dim: int | None = None,
+                 fire_target: float | None = None, fire_weight: float = 1.0, bias: bool = False, n_layer: int = 4,
                  surrogate_alpha: float | None = None):
         super().__init__()
         _check_common(d_model, n_head, k, max_seq_len)
@@ -278,6 +279,13 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
             raise ValueError("prior_random_frac needs a prior_window (random links are added to a local window)")
         if code_bits >= 2 ** 24:
             raise ValueError(f"code_bits must be < 2^24 so float32 scores stay exact, got {code_bits}")
+        if proj_dim is not None and (isinstance(proj_dim, bool) or not isinstance(proj_dim, int)
+                                     or not 1 <= proj_dim <= code_bits):
+            raise ValueError(f"proj_dim must be an int in [1, code_bits={code_bits}] or None, got {proj_dim!r}")
+        if fire_target is not None and not 0.0 < fire_target < 1.0:
+            raise ValueError(f"fire_target must be a firing rate in (0, 1) or None, got {fire_target!r}")
+        if not fire_weight >= 0:
+            raise ValueError(f"fire_weight must be >= 0, got {fire_weight!r}")
         self.d_model, self.n_head, self.code_bits, self.k = d_model, n_head, code_bits, k
         self.head_size = d_model // n_head
         self.max_seq_len = max_seq_len
@@ -286,9 +294,22 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         self.spike_fn = get_surrogate(surrogate, surrogate_alpha)  # Heaviside forward, surrogate backward
         self.prior_window, self.prior_random_frac, self.prior_seed = prior_window, float(prior_random_frac), prior_seed
         self.local_window = local_window
+        self.fire_target, self.fire_weight = fire_target, float(fire_weight)
+        self.aux_loss: torch.Tensor | None = None
         n_code = n_head * code_bits
-        self.q_proj = nn.Linear(d_model, n_code, bias=bias)
-        self.k_proj = nn.Linear(d_model, n_code, bias=bias)
+        # Wider codes at equal parameters: the learned projection is proj_dim wide per head and a
+        # fixed random Gaussian map (a buffer, not a parameter) spreads it over code_bits bits, so
+        # scores take 2 * code_bits + 1 values and ties at the k-WTA cut get rarer.
+        self.proj_dim = code_bits if proj_dim is None else proj_dim
+        n_proj = n_head * self.proj_dim
+        self.q_proj = nn.Linear(d_model, n_proj, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_proj, bias=bias)
+        if self.proj_dim != code_bits:
+            g = torch.Generator().manual_seed(0x5EED + code_bits * 1000 + self.proj_dim)
+            self.register_buffer("expand", torch.randn(self.proj_dim, code_bits, generator=g)
+                                 / math.sqrt(self.proj_dim))       # (proj_dim, code_bits)
+        else:
+            self.expand = None
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.c_proj = nn.Linear(d_model, d_model, bias=bias)
         self.q_threshold = nn.Parameter(torch.zeros(n_code))
@@ -302,7 +323,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
 
     def _init_weights(self, n_layer: int) -> None:
         # Q/K feed a threshold at 0: unit-variance pre-activations (for LayerNormed inputs) put
-        # them inside the surrogate's window (width ~1 for ATan alpha=2) and fire ~half the bits.
+        # them inside the surrogate's window (width ~1 for ATan alpha=2) and fire ~half the bits
+        # (the expansion map keeps unit variance: its columns have unit expected norm).
         for lin in (self.q_proj, self.k_proj):
             nn.init.normal_(lin.weight, std=1.0 / math.sqrt(self.d_model))
         nn.init.normal_(self.v_proj.weight, std=0.02)  # nanoGPT's init for the value path
@@ -324,6 +346,13 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
             out.append(s)
         return torch.stack(out, 1), v
 
+    def _pre(self, proj: torch.Tensor) -> torch.Tensor:
+        """Pre-activations of the code bits. Shapes: (B, T, nh*proj_dim) -> (B, T, nh*code_bits)."""
+        if self.expand is None:
+            return proj
+        B, T, _ = proj.shape
+        return (proj.view(B, T, self.n_head, self.proj_dim) @ self.expand).view(B, T, -1)
+
     def codes(self, x: torch.Tensor, state: dict | None = None):
         """Binary query and key codes of ``x`` and the value vectors.
 
@@ -333,8 +362,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         B, T, _ = x.shape
         nh, cb, hs = self.n_head, self.code_bits, self.head_size
         state = {} if state is None else state
-        q, vq = self._fire(self.q_proj(x), self.q_threshold, state.get("vq"))  # (B, T, nh*cb)
-        k, vk = self._fire(self.k_proj(x), self.k_threshold, state.get("vk"))
+        q, vq = self._fire(self._pre(self.q_proj(x)), self.q_threshold, state.get("vq"))  # (B, T, nh*cb)
+        k, vk = self._fire(self._pre(self.k_proj(x)), self.k_threshold, state.get("vk"))
         q = q.view(B, T, nh, cb).transpose(1, 2)  # (B, nh, T, cb)
         k = k.view(B, T, nh, cb).transpose(1, 2)  # (B, nh, T, cb)
         v = self.v_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -379,6 +408,12 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         att = self.attention_weights(s_int, win)                     # (B, nh, T, T)
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)     # (B, T, C)
         self._report_pass(q, k, win, allowed, s_int, att)
+        # a firing-rate target (sparse codes, so an event-driven path has silent bits to skip):
+        # the squared gap of each code's mean rate, added to the loss by the model in training
+        self.aux_loss = None
+        if self.fire_target is not None and self.training:
+            t = self.fire_target
+            self.aux_loss = self.fire_weight * ((q.mean() - t) ** 2 + (k.mean() - t) ** 2)
         return self.c_proj(y)
 
     @torch.no_grad()
@@ -408,10 +443,13 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         XOR + POPCNT per 64-bit word (no per-operation energy figure exists for it)."""
         n_allowed, n_win = st["n_allowed_pairs"], float(st["n_winners"])
         score_ac = st["q_firing_rate"] * n_allowed * self.code_bits
+        # the fixed expansion to wider codes: a real-valued map per head for queries and keys
+        expand_mac = 0.0 if self.expand is None else \
+            2.0 * st["B"] * st["T"] * self.n_head * self.proj_dim * self.code_bits
         return {"kind": "spiking_kwta", "score_ac": score_ac, "select_ac": float(n_allowed),
-                "softmax_mac": n_win, "value_mac": n_win * self.head_size,
+                "softmax_mac": n_win, "value_mac": n_win * self.head_size, "expand_mac": expand_mac,
                 "packed_word_ops": float(n_allowed * n_words_for(self.code_bits)),
-                "mac": n_win + n_win * self.head_size, "ac": score_ac + float(n_allowed)}
+                "mac": n_win + n_win * self.head_size + expand_mac, "ac": score_ac + float(n_allowed)}
 
     def packed(self, **kw):
         """This layer's inference form on packed binary codes with a packed KV cache
@@ -425,7 +463,7 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
                 f"score={self.score}, neuron={self.neuron}, surrogate={self.surrogate}, output={self.output}, "
                 f"prior_window={self.prior_window}, prior_random_frac={self.prior_random_frac}, "
-                f"local_window={self.local_window}")
+                f"local_window={self.local_window}, proj_dim={self.proj_dim}, fire_target={self.fire_target}")
 
 
 def _real_valued_ops(st: dict, head_size: int) -> dict:

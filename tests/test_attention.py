@@ -161,3 +161,48 @@ def test_older_tie_rule_ablation_differs_only_in_ties():
     att.tie_rule = "newest"
     with pytest.raises(ValueError, match="tie_rule"):
         att(x)
+
+
+def test_wider_codes_at_equal_parameters():
+    """proj_dim < code_bits: the learned projection keeps its width (the dense twin's weights);
+    a fixed random map (a buffer, saved with the weights) widens the codes, so scores take more
+    values; only the per-bit thresholds grow."""
+    torch.manual_seed(0)
+    narrow = SpikingKWTAAttention(32, 4, 8, 3, max_seq_len=20)
+    wide = SpikingKWTAAttention(32, 4, 64, 3, max_seq_len=20, proj_dim=8)
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n_params(wide) - n_params(narrow) == 2 * 4 * (64 - 8)          # thresholds only
+    assert "expand" in wide.state_dict() and not wide.expand.requires_grad
+    x = torch.randn(2, 20, 32)
+    q, k, _, _ = wide.codes(x)
+    assert q.shape == (2, 4, 20, 64)
+    s = wide.integer_scores(q, k)
+    assert len(torch.unique(s)) > len(torch.unique(narrow.integer_scores(*narrow.codes(x)[:2])))
+    y = wide(x)
+    y.sum().backward()
+    assert wide.q_proj.weight.grad.abs().sum() > 0                          # gradients pass the map
+    with pytest.raises(ValueError, match="proj_dim"):
+        SpikingKWTAAttention(32, 4, 8, 3, max_seq_len=20, proj_dim=9)
+
+
+def test_firing_rate_target_lowers_the_rate():
+    """fire_target adds (rate - target)^2 to the loss in training; a few steps on the target alone
+    pull the codes' firing rate from ~0.5 toward it (and the term is absent in eval)."""
+    torch.manual_seed(0)
+    att = SpikingKWTAAttention(32, 4, 16, 3, max_seq_len=20, fire_target=0.1, fire_weight=1.0)
+    x = torch.randn(4, 20, 32)
+    att(x)
+    before = att.layer_stats()["q_firing_rate"]
+    opt = torch.optim.Adam(att.parameters(), lr=0.05)
+    for _ in range(60):
+        att(x)
+        opt.zero_grad()
+        att.aux_loss.backward()
+        opt.step()
+    att.eval()
+    att(x)
+    assert att.aux_loss is None
+    after = att.layer_stats()["q_firing_rate"]
+    assert before > 0.35 and after < 0.15, (before, after)
+    with pytest.raises(ValueError, match="fire_target"):
+        SpikingKWTAAttention(32, 4, 16, 3, max_seq_len=20, fire_target=1.5)

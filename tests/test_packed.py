@@ -307,3 +307,10 @@ def test_brain_prior_on_trained_weights():
     att, h, losses, _ = _train_tiny(dict(local_window=4))
     assert losses[-1] < losses[0] - 0.5
     _assert_same(att, h)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_wide_codes_packed_equals_torch(method):
+    att = _make(code_bits=96, proj_dim=8)
+    x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(12))
+    _assert_same(att, x, method=method)
