@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from hdc import datasets  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 from hdc.classifiers import CentroidClassifier, RetrainClassifier  # noqa: E402
 from hdc.encoders import NGramEncoder, RandomProjectionEncoder  # noqa: E402
 
@@ -110,9 +111,7 @@ def main(argv=None):
     fig.suptitle("Accuracy and time against hypervector dimension")
     fig.tight_layout()
     stem = "dim_sweep_quick" if args.quick else "dim_sweep"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    png = Path(args.out) / f"{stem}.png"
-    fig.savefig(png, dpi=110)
+    png = save_figure(fig, Path(args.out) / f"{stem}.png")
     plt.close(fig)
     res.update({"rows": rows, "plot": png.name})
     print(f"-> {_common.write_json(args.out, stem, res, allow_dirty=args.allow_dirty)}")

@@ -22,6 +22,7 @@ import _torchhd_runs  # noqa: E402
 
 import hdc  # noqa: E402
 from hdc import datasets  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 from hdc.classifiers import CentroidClassifier, RetrainClassifier  # noqa: E402
 from hdc.encoders import RandomProjectionEncoder, RecordEncoder  # noqa: E402
 
@@ -62,7 +63,7 @@ def plot(rows, history, path: Path, dim: int):
     a2.grid(alpha=0.3)
     fig.tight_layout()
     fig.subplots_adjust(left=0.27)  # room for the long model names
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

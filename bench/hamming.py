@@ -34,6 +34,7 @@ from bench._common import make_parser, print_table, refuse_dirty, time_it, write
 
 import hdc  # noqa: E402
 from hdc.backends import BackendUnavailable, load_backend  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 
 
 # ------------------------------------------------------------------ helpers
@@ -491,7 +492,7 @@ def plot(out_dir: Path, main_rows, series, floor_time, tag=""):
     ax.set_xlabel(f"seconds, log scale ({m:,} x {n:,} Hamming matrix, dim 10,000; * extrapolated)")
     ax.set_title("bench/hamming.py: time per backend (lower is better)")
     fig.tight_layout()
-    fig.savefig(out_dir / f"hamming_bar{tag}.png", dpi=120)
+    save_figure(fig, out_dir / f"hamming_bar{tag}.png", dpi=120)
     plt.close(fig)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
@@ -511,7 +512,7 @@ def plot(out_dir: Path, main_rows, series, floor_time, tag=""):
     a2.set_title("ratio to the compute floor")
     a2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / f"hamming_vs_n{tag}.png", dpi=120)
+    save_figure(fig, out_dir / f"hamming_vs_n{tag}.png", dpi=120)
     plt.close(fig)
 
 

@@ -27,6 +27,7 @@ import _torchhd_runs  # noqa: E402
 
 import hdc  # noqa: E402
 from hdc import datasets  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 from hdc.classifiers import CentroidClassifier, cosine_scores  # noqa: E402
 from hdc.encoders import NGramEncoder  # noqa: E402
 
@@ -108,7 +109,7 @@ def plot_confusion(labels, pred, classes, acc, path: Path, title: str):
     fig.colorbar(im, ax=ax, label="log10(count + 1)")
     ax.set_title(f"{title}: accuracy {acc:.2%}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return cm
 

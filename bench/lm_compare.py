@@ -420,7 +420,7 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hdc.io import atomic_write
+    from hdc.io import save_figure
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     names = list(summary)
     first = {n: next(iter(summary[n]["seeds"].values())) for n in names}
@@ -470,8 +470,7 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
             f"{n} {v['val_nats_per_char_mean']:.3f}" for n, v in long_summary.items())
         fig.text(0.01, 0.01, txt, fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import hdc  # noqa: E402
 from bench._common import make_parser, parse_args, print_table, write_json  # noqa: E402
-from hdc.io import atomic_write  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 from hdc.provenance import repo_relative  # noqa: E402
 from models import FAMILIES  # noqa: E402
 from models.train import import_plugins  # noqa: E402
@@ -100,8 +100,7 @@ def plot(rows: list[dict], path: Path) -> None:
                ylabel="ms per generated token (whole model)", title=f"decoding, {th} thread(s)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -36,7 +36,7 @@ import hdc  # noqa: E402
 from bench._common import make_parser, parse_args, print_table, time_it, write_json  # noqa: E402
 from spiking_attention.attention import SpikingKWTAAttention, allowed_keys  # noqa: E402
 from spiking_attention.kwta import kwta_mask  # noqa: E402
-from hdc.io import atomic_write  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 from hdc.provenance import repo_relative  # noqa: E402
 from spiking_attention.packed import PackedSpikingAttention, pack_codes  # noqa: E402
 
@@ -247,8 +247,7 @@ def plot(rows: list[dict], path: Path) -> None:
     lo, hi = min(ratios), max(ratios)
     axes[0].set_ylim(lo / 1.3, hi * 1.3)
     fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -26,6 +26,7 @@ import _common  # noqa: E402
 
 import hdc  # noqa: E402
 from hdc import datasets  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 from hdc.classifiers import CentroidClassifier, RetrainClassifier  # noqa: E402
 from hdc.encoders import NGramEncoder, RandomProjectionEncoder  # noqa: E402
 
@@ -107,9 +108,7 @@ def main(argv=None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     stem = "robustness_quick" if args.quick else "robustness"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    png = Path(args.out) / f"{stem}.png"
-    fig.savefig(png, dpi=110)
+    png = save_figure(fig, Path(args.out) / f"{stem}.png")
     plt.close(fig)
     half = next(x for x in rows if x["damage"] == "truncate" and x["fraction"] == 0.5)["accuracy"]
     res = {"data": name, "dim": D, "n_test": len(y), "rows": rows, "truncated_half_accuracy": half,

@@ -467,14 +467,16 @@ def similarity(a: np.ndarray, b: np.ndarray, dim: int, *, threads: int | None = 
     return 1.0 - 2.0 * hamming(a, b, threads=threads) / dim
 
 
-def _check_pair(q, x):
-    check_words(q, "Q")
-    check_words(x, "X")
+def _check_pair(q, x, names=("Q", "X"), what="distance"):
+    """Queries and stored rows: 2-D packed words of one width, within the int32 ``what`` limit."""
+    check_words(q, names[0])
+    check_words(x, names[1])
     if q.ndim != 2 or x.ndim != 2:
-        raise ValueError(f"Q and X must be 2-D (rows, n_words), got shapes {q.shape} and {x.shape}")
+        raise ValueError(f"{names[0]} and {names[1]} must be 2-D (rows, n_words), got shapes {q.shape} "
+                         f"and {x.shape}")
     _same_words(q, x)
     if q.shape[1] * WORD_BITS > _MAX_DIM_INT32:
-        raise ValueError(f"vectors of {q.shape[1]} words exceed the int32 distance limit "
+        raise ValueError(f"vectors of {q.shape[1]} words exceed the int32 {what} limit "
                          f"({_MAX_DIM_INT32} bits)")
 
 
@@ -606,14 +608,7 @@ def causal_topk(Q: np.ndarray, K: np.ndarray, k: int, *, window: int | None = No
     Shapes: Q (m, W), K (n, W) uint64 -> (scores (m, k) int32, idx (m, k) int64).
     Example: ``s, j = hdc.causal_topk(codes, codes, 8)`` (causal prefill over T = n positions)
     """
-    check_words(Q, "Q")
-    check_words(K, "K")
-    if Q.ndim != 2 or K.ndim != 2:
-        raise ValueError(f"Q and K must be 2-D (rows, n_words), got shapes {Q.shape} and {K.shape}")
-    _same_words(Q, K)
-    if Q.shape[1] * WORD_BITS > _MAX_DIM_INT32:
-        raise ValueError(f"vectors of {Q.shape[1]} words exceed the int32 score limit "
-                         f"({_MAX_DIM_INT32} bits)")
+    _check_pair(Q, K, ("Q", "K"), "score")
     m, n = Q.shape[0], K.shape[0]
     k = _check_int(k, "k")
     if k < 1:

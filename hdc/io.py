@@ -28,7 +28,7 @@ import re
 import secrets
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_json", "clean_stale_temps"]
+__all__ = ["atomic_write", "write_json", "clean_stale_temps", "save_figure"]
 
 _WRITE_MODES = ("w", "wt", "wb")
 
@@ -165,3 +165,12 @@ def write_json(path, payload, *, indent: int | None = 2) -> None:
     text = json.dumps(payload, indent=indent) + "\n"
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def save_figure(fig, path, *, dpi: int = 110, **savefig_kw) -> Path:
+    """Save a matplotlib figure through :func:`atomic_write` (readers never see half a PNG);
+    the format comes from the suffix. matplotlib is not imported here: ``fig`` brings it."""
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi, **savefig_kw)
+    return path

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hdc.io import atomic_write  # noqa: E402
+from hdc.io import save_figure  # noqa: E402
 
 from .stats import reporting_layers  # noqa: E402
 
@@ -28,13 +28,10 @@ def _np(a):
 
 def _save(fig, path) -> Path:
     """Save through the one atomic writer: readers never see half a PNG."""
-    path = Path(path)
     try:
-        with atomic_write(path, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+        return save_figure(fig, path, bbox_inches="tight")
     finally:
         plt.close(fig)
-    return path
 
 
 def spike_raster(spikes, path, *, title: str = "spike raster") -> Path:
