@@ -25,4 +25,5 @@ LD_PRELOAD="$PRELOAD" \
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:verify_asan_link_order=0" \
 UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
 HDC_C_EXT="$EXT" HDC_EXPECT_SANITIZED=1 OMP_NUM_THREADS=1 \
-    "$PY" -m pytest tests/test_c_backend.py tests/test_c_fuzz.py tests/test_c_threads.py -q -p no:cacheprovider "$@"
+    "$PY" -m pytest tests/test_c_backend.py tests/test_c_fuzz.py tests/test_c_threads.py tests/test_causal_topk.py \
+        tests/test_core_safety.py -q -p no:cacheprovider "$@"
