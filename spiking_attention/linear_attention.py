@@ -267,6 +267,7 @@ class ParallelHybridAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None, mode: str = "chunked"):
         state = state or {}
-        a, gla_state = self.gla.heads(x, state.get("gla"), mode)
-        b, swa_state = self.swa.heads(x, state.get("swa"), mode)
+        # through forward (not .heads) so the accounting's hooks see both cores run
+        a, gla_state = self.gla(x, state.get("gla"), mode)
+        b, swa_state = self.swa(x, state.get("swa"), mode)
         return self.proj(a + b), {"gla": gla_state, "swa": swa_state}
