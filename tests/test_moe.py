@@ -40,8 +40,10 @@ def test_router_and_experts_get_gradients_and_aux_loss():
     moe = MoEFFN.upcycle(GeluMLP(8, 12, coding="none"), 8, 4, noise=0.1)
     x = torch.randn(2, 20, 8)
     y = moe(x)
+    # the output alone trains the router (through p_i / sg(p_i)), not only the balance loss
+    (router_grad,) = torch.autograd.grad(y.pow(2).sum(), moe.router.weight, retain_graph=True)
+    assert router_grad.abs().sum() > 0
     (y.pow(2).sum() + moe.aux_loss).backward()
-    assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
     used = [e for e, f in enumerate(moe.layer_stats()["expert_load"]) if f > 0]
     for e in used:
         assert moe.experts[e].up.weight.grad.abs().sum() > 0
