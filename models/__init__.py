@@ -5,6 +5,8 @@ family              what (file)
 ==================  =========================================================================
 ``gpt``             the dense softmax twin and its top-k / recency-window controls (gpt.py)
 ``spiking_kwta``    k-WTA spiking attention on binary Q/K codes (spiking_kwta.py)
+``spiking_rwkv``    SpikeGPT-style RWKV with LIF outputs, linear time (spiking_rwkv.py)
+``hybrid``          SpikingBrain-style gated linear + window attention, spike coding, MoE (hybrid.py)
 ==================  =========================================================================
 
 The trunk shared by the transformers is :mod:`models.base`; the training harness (data,
@@ -18,7 +20,7 @@ Example:
 """
 from __future__ import annotations
 
-from . import gpt, spiking_kwta
+from . import gpt, hybrid, spiking_kwta, spiking_rwkv
 from .registry import FAMILIES, Family, get_family, register
 
 # The registry: one line per family.
@@ -40,6 +42,20 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                 bench=("brain_prior",), bench_long=("brain_prior",), select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
                             "+ k-WTA far keys"))
+# ffn_mult sets the parameter count: 807,808 (rwkv), 808,704 (alternate), 805,120 (parallel) at
+# the nanoGPT CPU shape, against gpt/dense's 804,096 (tests/test_spiking_rwkv.py, test_hybrid.py).
+register(Family("spiking_rwkv", spiking_rwkv.RWKVConfig, spiking_rwkv.SpikingRWKV,
+                variants={"spikegpt": {"ffn_mult": 3.5, "chunk": 16}},
+                bench=("spikegpt",),
+                description="SpikeGPT-style RWKV: WKV linear recurrence + LIF outputs, binary embeddings"))
+register(Family("hybrid", hybrid.HybridConfig, hybrid.HybridLM,
+                variants={"alternate": {"layout": "alternate", "window": 16, "ffn_mult": 2.6875},
+                          "parallel": {"layout": "parallel", "window": 16, "ffn_mult": 1.625},
+                          "alternate_float": {"layout": "alternate", "window": 16, "ffn_mult": 2.6875,
+                                              "spike_coding": "none"}},
+                bench=("alternate", "parallel"),
+                description="SpikingBrain-style gated linear + sliding-window attention with "
+                            "adaptive-threshold spike coding"))
 
 
 def make_config(family: str, config: dict):
