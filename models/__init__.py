@@ -5,6 +5,9 @@ family              what (file)
 ==================  =========================================================================
 ``gpt``             the dense softmax twin and its top-k / recency-window controls (gpt.py)
 ``spiking_kwta``    k-WTA spiking attention on binary Q/K codes (spiking_kwta.py)
+``nord``            Nord-style LIF LM: synaptic/membrane LIF, spiking Q/K, top-k attention (nord.py)
+``sifu``            BriLLM's signal-flow graph LM: one d x d matrix per observed bigram (sifu.py)
+``bigram``          the bigram baseline SiFu must beat (bigram.py)
 ==================  =========================================================================
 
 The trunk shared by the transformers is :mod:`models.base`; the training harness (data,
@@ -18,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from . import gpt, spiking_kwta
+from . import bigram, gpt, nord, sifu, spiking_kwta
 from .registry import FAMILIES, Family, get_family, register
 
 # The registry: one line per family.
@@ -32,6 +35,17 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           "overlap": {"code_bits": 32, "k": 8, "score": "overlap"}},
                 select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes"))
+register(Family("nord", nord.NordConfig, nord.NordLM,
+                variants={"lif": {}, "lif_sparse": {"firing_reg": 1.0, "firing_target": 0.03}},
+                bench=("lif",),
+                description="Nord-style LIF LM: fast/slow time steps, spiking Q/K with top-k attention"))
+register(Family("sifu", sifu.SiFuConfig, sifu.SiFuLM,
+                variants={"d32": {"d": 32}, "d16": {"d": 16}},
+                bench=("d32",),
+                description="BriLLM SiFu graph LM: energy of the edge from the current token decides"))
+register(Family("bigram", bigram.BigramConfig, bigram.BigramLM,
+                variants={"table": {}}, bench=("table",),
+                description="bigram baseline: one row of next-token logits per token"))
 
 
 def make_config(family: str, config: dict):
