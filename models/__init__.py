@@ -44,7 +44,7 @@ register(Family("sifu", sifu.SiFuConfig, sifu.SiFuLM,
                 bench=("d32",),
                 description="BriLLM SiFu graph LM: energy of the edge from the current token decides"))
 register(Family("bigram", bigram.BigramConfig, bigram.BigramLM,
-                variants={"table": {}}, bench=("table",),
+                variants={"table": {"init": "tinyshakespeare"}, "scratch": {"init": "zeros"}}, bench=("table",),
                 description="bigram baseline: one row of next-token logits per token"))
 
 

@@ -130,15 +130,24 @@ def observed_bigrams(ids, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def _tinyshakespeare_graph() -> tuple[int, np.ndarray, np.ndarray]:
-    """(vocab size, observed bigrams, token counts) of the harness's tiny-shakespeare train split."""
+def tinyshakespeare_bigram_counts() -> np.ndarray:
+    """(V, V) int64 counts of consecutive token pairs in the harness's tiny-shakespeare train
+    split (first 90%, tokenised as :func:`models.train.prepare_data` does)."""
     from .data import CharTokenizer, load_tinyshakespeare, split_train_val
 
     text = load_tinyshakespeare()
     tok = CharTokenizer.from_text(text)
     train_ids, _ = split_train_val(tok.encode(text), 0.9)
-    pairs, counts = observed_bigrams(train_ids, tok.vocab_size)
-    return tok.vocab_size, pairs, counts
+    counts = np.zeros((tok.vocab_size, tok.vocab_size), dtype=np.int64)
+    np.add.at(counts, (train_ids[:-1], train_ids[1:]), 1)
+    counts.setflags(write=False)
+    return counts
+
+
+def _tinyshakespeare_graph() -> tuple[int, np.ndarray, np.ndarray]:
+    """(vocab size, observed bigrams, token counts) of the harness's tiny-shakespeare train split."""
+    counts = tinyshakespeare_bigram_counts()
+    return counts.shape[0], np.argwhere(counts > 0).astype(np.int64), counts.sum(0)
 
 
 def fit_config(config: dict, train_ids) -> dict:
