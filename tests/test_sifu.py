@@ -118,6 +118,9 @@ def test_padding_does_not_change_the_loss():
     mp.load_state_dict(m.state_dict())
     _, loss_id = mp(torch.tensor([[0, 1, 2, 0, 3, 3]]), torch.tensor([[1, 2, 0, 1, 3, 3]]))
     torch.testing.assert_close(loss_id, loss)
+    # a padding input is masked even where its target is a real token
+    _, loss_mid = mp(torch.tensor([[0, 1, 2, 0, 3, 1]]), torch.tensor([[1, 2, 0, 1, 1, 3]]))
+    torch.testing.assert_close(loss_mid, loss)
 
 
 def test_parameter_count_does_not_depend_on_context():
@@ -156,12 +159,12 @@ def test_decoder_prefill_and_steps_equal_the_full_forward():
 def test_sampled_negatives_score_only_the_candidates():
     m = _tiny(n_negatives=1).train()
     m.token_counts.copy_(torch.tensor([0, 0, 9, 0]))                         # token 2 is "most frequent"
-    x, y = torch.tensor([[0, 1, 1]]), torch.tensor([[1, 1, 2]])
+    x, y = torch.tensor([[0, 1, 1]]), torch.tensor([[1, 1, 1]])                # candidates: target 1, frequent 2
     logits, loss = m(x, y)
     assert torch.isinf(logits[..., [0, 3]]).all() and torch.isfinite(logits[..., [1, 2]]).all()
     full = m.eval()(x)[0]
     torch.testing.assert_close(logits[..., [1, 2]], full[..., [1, 2]])
-    ref = F.cross_entropy(full[0][:, [1, 2]], torch.tensor([0, 0, 1]))
+    ref = F.cross_entropy(full[0][:, [1, 2]], torch.tensor([0, 0, 0]))
     torch.testing.assert_close(loss, ref)
 
 
