@@ -62,7 +62,7 @@ from torch.nn import functional as F
 from .base import check_choice, check_generate_args, check_int, sample_next
 
 __all__ = ["SiFuConfig", "SiFuLM", "SiFuDecoder", "GRAPHS", "fit_config", "observed_bigrams",
-           "edge_energy_trace"]
+           "edge_energy_trace", "plot_edge_energies"]
 
 GRAPHS = ("tinyshakespeare", "bigrams", "dense")
 
@@ -443,8 +443,9 @@ class SiFuDecoder:
 def edge_energy_trace(model: SiFuLM, idx: torch.Tensor, top: int = 5) -> dict:
     """For one sequence, the ``top`` edges of most energy out of each position's node.
 
-    Returns ``{"energy": (T, top) float, "target": (T, top) int64, "node": (T,) int64,
-    "chosen_energy": (T - 1,)}``: row i ranks the edges u_i -> c by the energy they carried.
+    Returns ``{"energy": (T, top) float, "prob": (T, top), "target": (T, top) int64, "node": (T,)
+    int64, "chosen_energy": (T - 1,)}``: row i ranks the edges u_i -> c by the energy they
+    carried; ``prob`` is each edge's share of the step's softmax over all candidates.
     """
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"edge_energy_trace takes one sequence (1, T), got shape {tuple(idx.shape)}")
@@ -455,4 +456,22 @@ def edge_energy_trace(model: SiFuLM, idx: torch.Tensor, top: int = 5) -> dict:
     en = logits[0] * model.config.temperature                               # (T, V) energies
     val, arg = torch.topk(en, min(top, en.shape[-1]), dim=-1)
     chosen = en[:-1].gather(1, idx[0, 1:, None])[:, 0]
-    return {"energy": val, "target": arg, "node": idx[0].clone(), "chosen_energy": chosen}
+    prob = torch.softmax(logits[0], -1).gather(1, arg)
+    return {"energy": val, "prob": prob, "target": arg, "node": idx[0].clone(), "chosen_energy": chosen}
+
+
+def plot_edge_energies(model: SiFuLM, idx: torch.Tensor, decode, path, *, top: int = 5,
+                       title: str | None = None):
+    """The interpretability SiFu claims, made concrete: for the sequence ``idx`` (1, T) (e.g. a
+    generated text), which edges out of each token carried the most energy, and which one the
+    text took. ``decode`` maps a list of ids to a string. Writes a PNG (atomically); returns its path.
+    """
+    from spiking_attention.plots import ranked_edges
+
+    tr = edge_energy_trace(model, idx, top)
+    ch = [decode([int(t)]) for t in idx[0]]
+    labels = [[decode([int(t)]) for t in row] for row in tr["target"]]
+    chosen = ch[1:] + [None]
+    return ranked_edges(tr["prob"], labels, ch, chosen, path, value_name="share of the step's softmax",
+                        title=title or f"SiFu: the {top} edges of most energy out of each token "
+                                       f"(box: the edge the text took)")

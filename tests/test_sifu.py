@@ -237,7 +237,15 @@ def test_edge_energy_trace_ranks_the_edges():
     assert tr["energy"].shape == (5, 2)
     torch.testing.assert_close(tr["energy"], full.topk(2, -1).values)       # shared edges tie: compare energies
     torch.testing.assert_close(full.gather(1, tr["target"]), tr["energy"])
+    torch.testing.assert_close(tr["prob"], torch.softmax(full, -1).topk(2, -1).values)
     torch.testing.assert_close(tr["chosen_energy"], full[:-1].gather(1, x[0, 1:, None])[:, 0])
+
+
+def test_edge_energy_plot_is_written(tmp_path):
+    from models.sifu import plot_edge_energies
+    m = _tiny()
+    path = plot_edge_energies(m, torch.tensor([[0, 1, 2, 0, 1]]), lambda ids: "abcd"[ids[0]], tmp_path / "e.png", top=3)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bigram_baseline_learns_the_table_and_decodes():
