@@ -7,6 +7,9 @@ family              what (file)
 ``spiking_kwta``    k-WTA spiking attention on binary Q/K codes (spiking_kwta.py)
 ``spiking_rwkv``    SpikeGPT-style RWKV with LIF outputs, linear time (spiking_rwkv.py)
 ``hybrid``          SpikingBrain-style gated linear + window attention, spike coding, MoE (hybrid.py)
+``nord``            Nord-style LIF LM: synaptic/membrane LIF, spiking Q/K, top-k attention (nord.py)
+``sifu``            BriLLM's signal-flow graph LM: one d x d matrix per observed bigram (sifu.py)
+``bigram``          the bigram baseline SiFu must beat (bigram.py)
 ==================  =========================================================================
 
 The trunk shared by the transformers is :mod:`models.base`; the training harness (data,
@@ -20,7 +23,7 @@ Example:
 """
 from __future__ import annotations
 
-from . import gpt, hybrid, spiking_kwta, spiking_rwkv
+from . import bigram, gpt, hybrid, nord, sifu, spiking_kwta, spiking_rwkv
 from .registry import FAMILIES, Family, get_family, register
 
 # The registry: one line per family.
@@ -56,6 +59,17 @@ register(Family("hybrid", hybrid.HybridConfig, hybrid.HybridLM,
                 bench=("alternate", "parallel"),
                 description="SpikingBrain-style gated linear + sliding-window attention with "
                             "adaptive-threshold spike coding"))
+register(Family("nord", nord.NordConfig, nord.NordLM,
+                variants={"lif": {}, "lif_sparse": {"firing_reg": 1.0, "firing_target": 0.03}},
+                bench=("lif",),
+                description="Nord-style LIF LM: fast/slow time steps, spiking Q/K with top-k attention"))
+register(Family("sifu", sifu.SiFuConfig, sifu.SiFuLM,
+                variants={"d32": {"d": 32}, "d16": {"d": 16}},
+                bench=("d32",),
+                description="BriLLM SiFu graph LM: energy of the edge from the current token decides"))
+register(Family("bigram", bigram.BigramConfig, bigram.BigramLM,
+                variants={"table": {"init": "tinyshakespeare"}, "scratch": {"init": "zeros"}}, bench=("table",),
+                description="bigram baseline: one row of next-token logits per token"))
 
 
 def make_config(family: str, config: dict):

@@ -34,6 +34,7 @@ from .surrogate import SurrogateModule, get_surrogate, spike as _spike
 __all__ = [
     "lif_step", "if_step", "lif_multi_step", "adaptive_spike_count", "multilevel_spike",
     "MemoryModule", "LIF", "IFNeuron",
+    "lif_syn_step", "lif_syn_multi_step",
 ]
 
 _RESETS = ("hard", "soft")
@@ -272,3 +273,44 @@ class IFNeuron(MemoryModule):
         if self.step_mode == "s":
             return self.single_step(x)
         return torch.stack([self.single_step(x[t]) for t in range(x.shape[0])])
+
+
+# ---------------------------------------------------------------- synaptic LIF (Nord)
+def lif_syn_step(x: torch.Tensor, state: tuple | None = None, *, b_syn=0.5, b_mem=0.85, v_th=1.0,
+                 refractory: int = 0, surrogate: str | SurrogateModule = "atan",
+                 detach_reset: bool = False) -> tuple[torch.Tensor, tuple]:
+    """One step of an LIF neuron with a synaptic current and a membrane (Nord's neuron).
+
+    ``i = b_syn * i + x``; ``v = b_mem * v + (1 - b_mem) * i``; a spike ``H(v - v_th)`` where the
+    neuron is not refractory; soft reset ``v -= s * v_th``; after a spike the neuron stays silent
+    for ``refractory`` steps (a per-neuron countdown ``r``; its membrane keeps integrating).
+    ``b_syn``, ``b_mem`` and ``v_th`` may be floats or tensors broadcastable to ``x`` (per-channel
+    learnable thresholds). ``state`` is ``(i, v, r)`` or None (all zero).
+
+    Shapes: x (...), state 3 x (...) -> spike (...) in {0, 1}, state 3 x (...).
+    Example: ``s, st = lif_syn_step(x, None, v_th=th, refractory=2)``.
+    """
+    if isinstance(refractory, bool) or not isinstance(refractory, int) or refractory < 0:
+        raise ValueError(f"refractory must be an integer >= 0 (steps), got {refractory!r}")
+    if state is None:
+        z = torch.zeros_like(x)
+        state = (z, z, z)
+    i, v, r = state
+    i = b_syn * i + x
+    v = b_mem * v + (1 - b_mem) * i
+    s = _spike(v - v_th, surrogate) * (r <= 0).to(x.dtype)
+    s_r = s.detach() if detach_reset else s
+    v = v - s_r * v_th
+    r = torch.where(s.detach() > 0, torch.full_like(r, float(refractory)), (r - 1).clamp_min(0))
+    return s, (i, v, r)
+
+
+def lif_syn_multi_step(x_seq: torch.Tensor, state: tuple | None = None, **kw) -> tuple[torch.Tensor, tuple]:
+    """:func:`lif_syn_step` looped over the first axis. Shapes: x_seq (T, ...) -> spikes (T, ...), state."""
+    if x_seq.dim() < 1 or x_seq.shape[0] < 1:
+        raise ValueError(f"lif_syn_multi_step needs a non-empty time axis first, got shape {tuple(x_seq.shape)}")
+    out = []
+    for t in range(x_seq.shape[0]):
+        s, state = lif_syn_step(x_seq[t], state, **kw)
+        out.append(s)
+    return torch.stack(out), state

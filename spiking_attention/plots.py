@@ -19,7 +19,7 @@ from hdc.io import save_figure  # noqa: E402
 
 from .stats import reporting_layers  # noqa: E402
 
-__all__ = ["spike_raster", "attention_map", "firing_rates", "plot_model", "record_run"]
+__all__ = ["spike_raster", "attention_map", "firing_rates", "plot_model", "record_run", "ranked_edges"]
 
 
 def _np(a):
@@ -132,3 +132,33 @@ def record_run(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spikin
                        _report_out=box)
     paths["accounting"] = write_report(Path(out_dir) / f"{prefix}_accounting.json", box[0])
     return box[0], paths
+
+
+def ranked_edges(values, labels, sources, chosen, path, *, title: str = "edges of most energy per step",
+                 value_name: str = "energy") -> Path:
+    """Heat map of the best-ranked edges at each step of a sequence, each cell labelled by its target.
+
+    Column i is step i (its source token ``sources[i]`` under the axis), row r the edge of rank r;
+    the cell's colour is its ``value_name`` and its text the target token; a box marks the edge the
+    sequence actually took (``chosen[i]``, None for the last step).
+    Shapes: values (T, K) float, labels (T, K) str, sources (T,) str, chosen (T,) str or None.
+    """
+    v = _np(values)
+    if v.ndim != 2 or np.shape(labels) != v.shape or len(sources) != v.shape[0] or len(chosen) != v.shape[0]:
+        raise ValueError(f"ranked_edges needs values (T, K), labels (T, K), sources (T,), chosen (T,); got "
+                         f"{v.shape}, {np.shape(labels)}, {len(sources)}, {len(chosen)}")
+    T, K = v.shape
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * T), 0.45 * K + 1.6))
+    im = ax.imshow(v.T, cmap="magma", aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=value_name, fraction=0.025)
+    for i in range(T):
+        for r in range(K):
+            lab = labels[i][r]
+            ax.text(i, r, repr(lab)[1:-1], ha="center", va="center", fontsize=7,
+                    color="white" if v[i, r] < (v.min() + v.max()) / 2 else "black")
+            if chosen[i] is not None and lab == chosen[i]:
+                ax.add_patch(plt.Rectangle((i - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.5))
+    ax.set_xticks(range(T), [repr(s)[1:-1] for s in sources], fontsize=7)
+    ax.set_yticks(range(K), [f"#{r + 1}" for r in range(K)])
+    ax.set(xlabel="source token at each step (edge u -> target)", ylabel="rank", title=title)
+    return _save(fig, path)
