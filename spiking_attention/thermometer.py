@@ -387,7 +387,7 @@ class StaircaseGELU(StatsMixin, nn.Module):
     The pulses (and offset) are parameters, refitted by :meth:`refit` to a layer's real
     pre-activations and trainable during quantization-aware training; in the backward pass
     ``x`` gets GELU's slope (straight-through), since a step has none.
-    Stats: ``fired_per_token`` (step neurons crossed per token, summed over features), ``max_abs_error``
+    Stats: ``spikes`` (step neurons fired), ``fired_per_token`` (per token, summed over features), ``max_abs_error``
     against GELU in the last pass. ``core_ops``: one accumulate per fired neuron.
     Shapes: x (...) -> (...).
     """
@@ -414,7 +414,7 @@ class StaircaseGELU(StatsMixin, nn.Module):
         with torch.no_grad():
             rows = max(1, x.numel() // max(1, x.shape[-1]))
             n_fired = float(fired.sum())
-            self._report({"fired_per_token": n_fired / rows, "max_abs_error": float((stair - g).abs().max())},
+            self._report({"spikes": n_fired, "fired_per_token": n_fired / rows, "max_abs_error": float((stair - g).abs().max())},
                          {"kind": "staircase", "ac": n_fired, "mac": 0.0})
         return stair + (g - g.detach())   # forward: the staircase; backward: GELU's slope
 
@@ -431,7 +431,8 @@ class ThermoCausalAttention(StatsMixin, nn.Module):
     output accumulates each key's value once per spike of its attention count, then divides by
     the row's spike total. ``window=w`` keeps only the w most recent keys (the recency control).
 
-    Stats: ``q_firing_rate``, ``k_firing_rate``, ``v_firing_rate`` (spikes / (features x T)),
+    Stats: ``spikes`` (q, k and v spikes of the core plus the attention counts' spikes),
+    ``q_firing_rate``, ``k_firing_rate``, ``v_firing_rate`` (spikes / (features x T)),
     ``attn_spikes_per_query``, ``attn_density`` (keys with at least one spike / causal pairs),
     ``n_causal_pairs``. ``core_ops``: ``score_ac`` (each query spike adds the key's count, for
     every allowed key), ``value_ac`` (each attention spike adds a value row of hs counts), ``mac``
@@ -479,7 +480,8 @@ class ThermoCausalAttention(StatsMixin, nn.Module):
         q_spikes_per_query = qq.abs().sum(-1)                               # (B, nh, T)
         n_pairs = int(allowed.sum()) * B * nh
         attn_spikes = float(counts.sum())
-        stats = {"q_firing_rate": float(qq.abs().sum()) / slots, "k_firing_rate": float(qk.abs().sum()) / slots,
+        qkv_spikes = float(qq.abs().sum() + qk.abs().sum() + qv.abs().sum())
+        stats = {"spikes": qkv_spikes + attn_spikes, "q_firing_rate": float(qq.abs().sum()) / slots, "k_firing_rate": float(qk.abs().sum()) / slots,
                  "v_firing_rate": float(qv.abs().sum()) / slots,
                  "attn_spikes_per_query": attn_spikes / max(1, B * nh * T),
                  "attn_density": float((counts > 0).sum()) / max(1, n_pairs), "n_causal_pairs": n_pairs,
