@@ -15,7 +15,7 @@ Functional core (pure, no state):
 * :func:`thermometer_step` - one step of the neuron: ``(v, theta) -> (spike, theta + 1)``;
 * :func:`thermometer_encode_steps` - the step loop, ``(T, ...)`` spikes; the definition;
 * :func:`thermometer_count` - the closed form of the count (tested equal to the loop's spike
-  sum bit for bit, b = 1..16);
+  sum bit for bit for b = 1..8, 10, 12 and 16);
 * :func:`token_scale`, :func:`quantize` - per-token scales (absmax over the feature axis of
   each token alone, so an output never depends on a later token; BrainTransformers' published
   code uses one scale for the whole batch and sequence, which does), the integer counts,
@@ -433,6 +433,7 @@ class ThermoCausalAttention(StatsMixin, nn.Module):
 
     Stats: ``spikes`` (q, k and v spikes of the core plus the attention counts' spikes),
     ``q_firing_rate``, ``k_firing_rate``, ``v_firing_rate`` (spikes / (features x T)),
+    ``q_silent_frac``, ``k_silent_frac`` (neurons silent for the whole batch),
     ``attn_spikes_per_query``, ``attn_density`` (keys with at least one spike / causal pairs),
     ``n_causal_pairs``. ``core_ops``: ``score_ac`` (each query spike adds the key's count, for
     every allowed key), ``value_ac`` (each attention spike adds a value row of hs counts), ``mac``
@@ -483,6 +484,9 @@ class ThermoCausalAttention(StatsMixin, nn.Module):
         qkv_spikes = float(qq.abs().sum() + qk.abs().sum() + qv.abs().sum())
         stats = {"spikes": qkv_spikes + attn_spikes, "q_firing_rate": float(qq.abs().sum()) / slots, "k_firing_rate": float(qk.abs().sum()) / slots,
                  "v_firing_rate": float(qv.abs().sum()) / slots,
+                 # neurons (head, feature) silent for every token of the batch, as the k-WTA layer reports
+                 "q_silent_frac": float((qq.abs().sum((0, 2)) == 0).float().mean()),
+                 "k_silent_frac": float((qk.abs().sum((0, 2)) == 0).float().mean()),
                  "attn_spikes_per_query": attn_spikes / max(1, B * nh * T),
                  "attn_density": float((counts > 0).sum()) / max(1, n_pairs), "n_causal_pairs": n_pairs,
                  "bits": self.bits}

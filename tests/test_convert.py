@@ -190,3 +190,12 @@ def test_converted_evaluates_through_the_harness():
     ev = evaluate(m, data)
     assert np.isfinite(ev["nats_per_char"]) and ev["layer_stats"]
     assert any("firing_rate" in s for s in ev["layer_stats"])
+
+
+def test_converted_model_plots_like_a_spiking_row(tmp_path):
+    """The comparison's spike plots (raster / attention / firing rates) accept a converted model."""
+    pytest.importorskip("matplotlib")
+    from spiking_attention.plots import plot_model
+    m = convert(_dense(), 4)
+    paths = plot_model(m, _tokens(B=1), tmp_path, prefix="conv")
+    assert {"attention", "rates"} <= set(paths) and all(p.exists() for p in paths.values())

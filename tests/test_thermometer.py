@@ -23,16 +23,18 @@ def _hard_values(bits: int, dtype) -> torch.Tensor:
     T = n_steps(bits)
     g = torch.Generator().manual_seed(bits)
     halves = torch.arange(-T - 1, T + 2, dtype=torch.float64) + 0.5
+    if T > 1023:   # long trains (b > 10): the half-integers at both ends and around zero
+        halves = halves[(halves.abs() < 20) | (halves.abs() > T - 20)]
     halves = halves.to(dtype)
     below = torch.nextafter(halves, torch.full_like(halves, -np.inf))
     above = torch.nextafter(halves, torch.full_like(halves, np.inf))
-    rand = (torch.rand(2000, generator=g, dtype=torch.float64) * 2 - 1).to(dtype) * (T + 3)
+    rand = (torch.rand(2000 if T < 1024 else 200, generator=g, dtype=torch.float64) * 2 - 1).to(dtype) * (T + 3)
     tiny = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 0.2499999, 0.25, 0.49999997, -0.49999997], dtype=dtype)
     return torch.cat([halves, below, above, rand, tiny])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8, 10])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16])
 def test_closed_form_equals_step_loop_bit_for_bit(bits, dtype):
     u = _hard_values(bits, dtype)
     spikes = thermometer_encode_steps(u, bits)                 # (T, N)
