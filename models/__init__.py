@@ -5,7 +5,8 @@ family              what (file)
 ==================  =========================================================================
 ``gpt``             the dense softmax twin and its top-k / recency-window controls (gpt.py)
 ``spiking_kwta``    k-WTA spiking attention on binary Q/K codes (spiking_kwta.py)
-``converted``       the trained dense twin converted to thermometer-coded spikes (convert.py)
+``converted``       the trained dense twin converted to thermometer-coded spikes (converted.py;
+                    the conversion tool is convert.py)
 ==================  =========================================================================
 
 The trunk shared by the transformers is :mod:`models.base`; the training harness (data,
@@ -19,7 +20,7 @@ Example:
 """
 from __future__ import annotations
 
-from . import convert, gpt, spiking_kwta
+from . import converted, gpt, spiking_kwta
 from .registry import FAMILIES, Family, get_family, register
 
 # The registry: one line per family.
@@ -34,12 +35,12 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                 select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes"))
 # rows converted from the same seed's finished gpt/dense run (source="auto"): b = 8 as converted,
-# b = 4 after retraining 10% of the original steps (models/convert.py)
-register(Family("converted", convert.ConvertedConfig, convert.ConvertedLM,
+# b = 4 after retraining 10% of the original steps (models/converted.py)
+register(Family("converted", converted.ConvertedConfig, converted.ConvertedLM,
                 variants={"b8": {"bits": 8}, "b6": {"bits": 6}, "b4": {"bits": 4},
                           "b4_qat": {"bits": 4, "qat_frac": 0.1}, "b2_qat": {"bits": 2, "qat_frac": 0.1},
                           "b4_scratch": {"bits": 4, "source": ""}},
-                bench=("b8", "b4_qat"), learner=convert.ConversionLearner,
+                bench=("b8", "b4_qat"), learner=converted.ConversionLearner,
                 description="gpt/dense converted to thermometer-coded integrate-and-fire layers "
                             "(BrainTransformers-style, per-token scales)"))
 
