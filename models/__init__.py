@@ -10,6 +10,8 @@ family              what (file)
 ``nord``            Nord-style LIF LM: synaptic/membrane LIF, spiking Q/K, top-k attention (nord.py)
 ``sifu``            BriLLM's signal-flow graph LM: one d x d matrix per observed bigram (sifu.py)
 ``bigram``          the bigram baseline SiFu must beat (bigram.py)
+``converted``       the trained dense twin converted to thermometer-coded spikes (converted.py;
+                    the conversion tool is convert.py)
 ==================  =========================================================================
 
 The trunk shared by the transformers is :mod:`models.base`; the training harness (data,
@@ -23,7 +25,7 @@ Example:
 """
 from __future__ import annotations
 
-from . import bigram, gpt, hybrid, nord, sifu, spiking_kwta, spiking_rwkv
+from . import bigram, converted, gpt, hybrid, nord, sifu, spiking_kwta, spiking_rwkv
 from .registry import FAMILIES, Family, get_family, register
 
 # The registry: one line per family.
@@ -70,6 +72,13 @@ register(Family("sifu", sifu.SiFuConfig, sifu.SiFuLM,
 register(Family("bigram", bigram.BigramConfig, bigram.BigramLM,
                 variants={"table": {"init": "tinyshakespeare"}, "scratch": {"init": "zeros"}}, bench=("table",),
                 description="bigram baseline: one row of next-token logits per token"))
+register(Family("converted", converted.ConvertedConfig, converted.ConvertedLM,
+                variants={"b8": {"bits": 8}, "b6": {"bits": 6}, "b4": {"bits": 4},
+                          "b4_qat": {"bits": 4, "qat_frac": 0.1}, "b2_qat": {"bits": 2, "qat_frac": 0.1},
+                          "b4_scratch": {"bits": 4, "source": ""}},
+                bench=("b8", "b4_qat"), learner=converted.ConversionLearner,
+                description="gpt/dense converted to thermometer-coded integrate-and-fire layers "
+                            "(BrainTransformers-style, per-token scales)"))
 
 
 def make_config(family: str, config: dict):

@@ -197,11 +197,12 @@ class TransformerLM(nn.Module):
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T0), cropping the context to block_size.
 
         One sequence (B = 1) decodes incrementally with a KV cache (:meth:`decoder`) unless
-        ``use_cache=False``; a batch runs the full forward at every step (the reference).
+        ``use_cache=False`` or a layer has no incremental form; a batch runs the full forward at
+        every step (the reference).
         Shapes: idx (B, T0) -> (B, T0 + max_new_tokens).
         """
         check_generate_args(idx, temperature)
-        if use_cache and idx.size(0) == 1:
+        if use_cache and idx.size(0) == 1 and all(hasattr(b.attn, "decoder") for b in self.transformer.h):
             was_training = self.training
             self.eval()
             try:

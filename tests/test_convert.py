@@ -1,0 +1,201 @@
+"""The conversion tool and the ``converted`` family: conversion of the dense twin for b = 2..8,
+causality of the whole converted model, save / load / generate, unconversion within the
+quantization bound, clear errors, and the registered family converting the same seed's dense run
+through the training harness."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models import build_model, get_family
+from models.convert import (ConvertedConfig, ConvertedLM, convert, find_source, save_converted, unconvert)
+from models.data import CharTokenizer
+from models.train import TrainConfig, evaluate, load_checkpoint, load_model, train_run
+from spiking_attention.stats import reporting_layers
+from spiking_attention.thermometer import ThermoLinear, n_steps
+
+torch.set_num_threads(1)
+
+TINY = {"vocab_size": 12, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
+
+
+def _dense(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    m = build_model("gpt", {**TINY, **kw})
+    with torch.no_grad():   # larger weights than the N(0, 0.02) init, so quantization has something to do
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(10)
+    return m.eval()
+
+
+def _tokens(B=3, T=16, seed=0):
+    return torch.randint(0, TINY["vocab_size"], (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_convert_b2_to_b8_tracks_the_dense_model():
+    dense = _dense()
+    x = _tokens()
+    with torch.no_grad():
+        ref = dense(x)[0]
+        errs = {}
+        for b in range(2, 9):
+            m = convert(dense, b)
+            assert isinstance(m, ConvertedLM) and m.config.bits == b and m.is_converted
+            errs[b] = float((m(x)[0] - ref).abs().max())
+    assert errs[8] < 0.05 * float(ref.abs().max())
+    assert errs[8] < errs[4] < errs[2]
+
+
+def test_converted_model_is_causal():
+    m = convert(_dense(), 3)
+    x = _tokens(B=2)
+    x2 = x.clone()
+    x2[:, 9:] = (x2[:, 9:] + 5) % TINY["vocab_size"]
+    with torch.no_grad():
+        a, b = m(x)[0], m(x2)[0]
+    assert torch.equal(a[:, :9], b[:, :9])
+    assert not torch.equal(a[:, 9:], b[:, 9:])
+
+
+def test_every_linear_is_converted_and_reports():
+    m = convert(_dense(), 4)
+    assert not any(type(mod) is nn.Linear for mod in m.modules())
+    assert m.lm_head.weight is m.transformer.wte.weight                  # tying kept
+    with torch.no_grad():
+        m(_tokens())
+    names = [n for n, _ in reporting_layers(m)]
+    assert "lm_head" in names and "transformer.h.0.attn" in names and "transformer.h.1.mlp.act" in names
+    for n, layer in reporting_layers(m):
+        if isinstance(layer, ThermoLinear):
+            st = layer.layer_stats()
+            assert st["spikes"] > 0 and layer.core_ops()["ac"] == st["spikes"] * layer.out_features, n
+
+
+def test_converted_model_saves_loads_and_generates(tmp_path):
+    tok = CharTokenizer.from_text("abcdefghijkl")
+    m = convert(_dense(), 5)
+    save_converted(tmp_path / "ckpt.pt", m, tok, source="test")
+    loaded, tok2, ck = load_model(tmp_path / "ckpt.pt")
+    assert isinstance(loaded, ConvertedLM) and tok2 == tok and ck["family"] == "converted"
+    assert loaded.is_converted and asdict(loaded.config) == asdict(m.config)
+    x = _tokens()
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], loaded(x)[0])
+    outs = [mm.generate(x[:1, :4], 20, generator=torch.Generator().manual_seed(3)) for mm in (m, loaded)]
+    assert outs[0].shape == (1, 24) and torch.equal(outs[0], outs[1])
+
+
+def test_unconvert_within_the_quantization_bound():
+    dense = _dense()
+    m = convert(dense, 8)
+    back = unconvert(m)
+    moved = 0
+    for (name, p), (name2, p2) in zip(dense.named_parameters(), back.named_parameters()):
+        assert name == name2
+        if p.dim() == 2 and "wpe" not in name:
+            step = p.detach().abs().amax(-1, keepdim=True) / n_steps(8)
+            assert bool(((p - p2).abs() <= step / 2 + 1e-7).all()), name
+            moved += int((p != p2).sum())
+        else:
+            assert torch.equal(p, p2), name
+    assert moved > 0                                                     # the weights were quantized
+
+
+def test_unsupported_layers_and_bits_are_refused():
+    with pytest.raises(ValueError, match="attention='topk'"):
+        convert(_dense(attention="topk", k=4), 8)
+    spiking = build_model("spiking_kwta", {**TINY, "code_bits": 16, "k": 4})
+    with pytest.raises(ValueError, match="'gpt' family.*SpikingTransformerLM"):
+        convert(spiking, 8)
+    odd = _dense()
+    odd.transformer.h[1].mlp = nn.Sequential(nn.Linear(32, 32), nn.SiLU())
+    with pytest.raises(ValueError, match="'transformer.h.1.mlp' of type Sequential"):
+        convert(odd, 8)
+    for bad in (0, 17, -3):
+        with pytest.raises(ValueError, match="bits must be an integer in 1..16"):
+            convert(_dense(), bad)
+        with pytest.raises(ValueError, match="bits must be an integer in 1..16"):
+            ConvertedConfig(bits=bad)
+    window = convert(_dense(attention="window", k=4), 6)                 # the recency control converts
+    assert window.transformer.h[0].attn.window == 4
+
+
+def test_registered_family_shape_and_params():
+    fam = get_family("converted")
+    assert set(fam.bench) <= set(fam.variants) and fam.learner is not None
+    dense = build_model("gpt", {"vocab_size": 65}).num_params(non_embedding=False)
+    conv = build_model("converted", {"vocab_size": 65, "bits": 8}).num_params(non_embedding=False)
+    assert dense == 804_096 and abs(conv - dense) / dense < 0.05
+
+
+def _text() -> str:
+    rng = np.random.default_rng(0)
+    return "".join(rng.choice(list("abcdefgh"), 40)) * 40
+
+
+def test_family_converts_the_same_seeds_dense_run(tmp_path):
+    text = _text()
+    shape = {k: TINY[k] for k in ("block_size", "n_layer", "n_head", "n_embd")}
+    cfg = TrainConfig(max_iters=60, batch_size=8, seed=1, data_seed=7, log_every=10, ckpt_every=1000)
+    dense_res = train_run("gpt", tmp_path / "runs" / "gpt" / "dense" / "seed1", cfg, variant="dense",
+                          overrides=shape, progress=False, text=text)
+    # a decoy, first in path order: the same shape, another seed, must not be chosen
+    train_run("gpt", tmp_path / "runs" / "gpt" / "dense" / "seed0", TrainConfig(**{**asdict(cfg), "seed": 0}),
+              variant="dense", overrides=shape, progress=False, text=text)
+    over = {**shape, "source_root": str(tmp_path / "runs")}
+    res = train_run("converted", tmp_path / "runs" / "converted" / "b8" / "seed1", cfg, variant="b8",
+                    overrides=over, progress=False, text=text)
+    ck = load_checkpoint(tmp_path / "runs" / "converted" / "b8" / "seed1" / "ckpt.pt")
+    assert ck["learner"]["source"] == str(tmp_path / "runs" / "gpt" / "dense" / "seed1" / "ckpt.pt")
+    assert ck["learner"]["qat_steps"] == 0
+    assert abs(res["val_nats_per_char"] - dense_res["val_nats_per_char"]) < 0.01
+    assert res["accounting"]["totals"]["ac_sops"] > 0
+    # b = 2 with 50% of the steps retrained: the retraining runs through the harness and helps
+    res2 = train_run("converted", tmp_path / "runs" / "converted" / "b2" / "seed1", cfg,
+                     overrides={**over, "bits": 2}, progress=False, text=text)
+    res2q = train_run("converted", tmp_path / "runs" / "converted" / "b2q" / "seed1", cfg,
+                      overrides={**over, "bits": 2, "qat_frac": 0.5, "qat_lr": 1e-3}, progress=False, text=text)
+    assert load_checkpoint(tmp_path / "runs" / "converted" / "b2q" / "seed1" / "ckpt.pt")["learner"]["qat_steps"] == 30
+    assert res2q["val_nats_per_char"] < res2["val_nats_per_char"]
+    loaded, _, _ = load_model(tmp_path / "runs" / "converted" / "b2q" / "seed1" / "ckpt.pt")
+    assert loaded.is_converted and loaded.config.bits == 2
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    cfg = TrainConfig(max_iters=5)
+    conf = ConvertedConfig(**TINY, source_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no finished gpt/dense run"):
+        find_source(conf, cfg)
+    with pytest.raises(FileNotFoundError, match="seed3.pt"):
+        find_source(ConvertedConfig(**TINY, source=str(tmp_path / "seed{seed}.pt")), TrainConfig(seed=3))
+    # a result.json of the right family but another shape is not a match
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({"family": "gpt", "config": {**TINY, "n_embd": 64, "attention": "dense"},
+                                               "train_config": asdict(cfg)}))
+    (d / "ckpt.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no finished gpt/dense run"):
+        find_source(conf, cfg)
+
+
+def test_converted_evaluates_through_the_harness():
+    m = convert(_dense(), 4)
+    data = _tokens(B=1, T=200, seed=5)[0]
+    ev = evaluate(m, data)
+    assert np.isfinite(ev["nats_per_char"]) and ev["layer_stats"]
+    assert any("firing_rate" in s for s in ev["layer_stats"])
+
+
+def test_converted_model_plots_like_a_spiking_row(tmp_path):
+    """The comparison's spike plots (raster / attention / firing rates) accept a converted model."""
+    pytest.importorskip("matplotlib")
+    from spiking_attention.plots import plot_model
+    m = convert(_dense(), 4)
+    paths = plot_model(m, _tokens(B=1), tmp_path, prefix="conv")
+    assert {"attention", "rates"} <= set(paths) and all(p.exists() for p in paths.values())
