@@ -26,9 +26,11 @@ def _git(*args: str) -> str:
 
 
 def is_dirty() -> bool:
-    """True when tracked files differ from HEAD (untracked files do not count)."""
+    """True when tracked files differ from HEAD (untracked files do not count). Benchmark
+    outputs (bench/results/) are not sources: a benchmark that has just redrawn its own plots
+    is still run from the commit it names."""
     try:
-        return bool(_git("status", "--porcelain", "--untracked-files=no"))
+        return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"))
     except (OSError, subprocess.CalledProcessError):
         return False
 
