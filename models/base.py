@@ -23,7 +23,8 @@ from torch.nn import functional as F
 
 from spiking_attention.stats import reporting_layers
 
-__all__ = ["TrunkConfig", "MLP", "Block", "TransformerLM", "check_int", "check_choice"]
+__all__ = ["TrunkConfig", "MLP", "Block", "TransformerLM", "RecurrentDecoder", "check_int", "check_choice",
+           "check_idx", "generate_with_decoder"]
 
 
 def check_int(name: str, value, low: int = 1) -> None:
@@ -234,3 +235,62 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
         logits[logits < v[:, [-1]]] = -float("inf")
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)      # (B, 1)
+
+
+def check_idx(idx: torch.Tensor, block_size: int | None) -> None:
+    if idx.dim() != 2 or idx.shape[1] < 1:
+        raise ValueError(f"idx must be (B, T) with T >= 1, got shape {tuple(idx.shape)}")
+    if block_size is not None and idx.shape[1] > block_size:
+        raise ValueError(f"sequence length {idx.shape[1]} exceeds block_size {block_size}")
+
+
+@torch.no_grad()
+def generate_with_decoder(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                          top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sampling through ``model.decoder()``: one prefill of the prompt, then one step per token.
+
+    Shapes: idx (B, T0) -> (B, T0 + max_new_tokens).
+    """
+    check_generate_args(idx, temperature)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        dec = model.decoder()
+        logits, state = dec.prefill(idx)
+        last = logits[:, -1]
+        out = [idx]
+        for n in range(max_new_tokens):
+            nxt = sample_next(last.clone(), temperature, top_k, generator)   # (B, 1)
+            out.append(nxt)
+            if n + 1 < max_new_tokens:
+                last = dec.step(nxt, state)
+    finally:
+        model.train(was_training)
+    return torch.cat(out, dim=1)
+
+
+class RecurrentDecoder:
+    """Incremental decoding of a model with ``hidden(idx, states, mode) -> (logits, states)``
+    (``mode`` "chunked" for a prompt, "recurrent" for one token): the per-layer state (recurrent
+    sums, LIF membranes, a bounded window cache) is carried between calls and updated in place."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @torch.no_grad()
+    def prefill(self, idx: torch.Tensor):
+        """Shapes: idx (B, T) -> (logits (B, T, V), state)."""
+        check_idx(idx, None)
+        logits, states = self.model.hidden(idx, None, "chunked")
+        return logits, {"layers": states, "pos": idx.shape[1]}
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, state: dict) -> torch.Tensor:
+        """Shapes: token (B, 1) -> logits (B, V); ``state`` advances by one token."""
+        if token.dim() != 2 or token.shape[1] != 1:
+            raise ValueError(f"step takes one token per row, shape (B, 1); got {tuple(token.shape)}")
+        logits, state["layers"] = self.model.hidden(token, state["layers"], "recurrent")
+        state["pos"] += 1
+        return logits[:, -1]

@@ -49,8 +49,7 @@ from spiking_attention.moe import FFNS, MoEFFN
 from spiking_attention.spike_coding import CODINGS, SpikeCodedLinear, count_stats, trains_memory
 from spiking_attention.stats import reporting_layers
 
-from .base import TrunkConfig, check_choice, check_int
-from .spiking_rwkv import _check_idx, generate_with_decoder
+from .base import RecurrentDecoder, TrunkConfig, check_choice, check_idx, check_int, generate_with_decoder
 
 LAYOUTS = ("alternate", "parallel", "linear")
 
@@ -169,7 +168,7 @@ class HybridLM(nn.Module):
         return self.lm_head(self.ln_f(x)), new
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        _check_idx(idx, self.config.block_size)
+        check_idx(idx, self.config.block_size)
         logits, _ = self.hidden(idx)
         loss = None
         if targets is not None:
@@ -215,39 +214,15 @@ class HybridLM(nn.Module):
         total = {k: sum(layer[k] for layer in layers) for k in layers[0] if k.endswith("_bytes") or k == "n_values"}
         return {"layers": layers, "total": {**count_stats(torch.cat(all_counts)), **total}}
 
-    def decoder(self) -> "HybridDecoder":
+    def decoder(self) -> RecurrentDecoder:
         """Incremental decoding: ``prefill(idx) -> (logits, state)``, ``step(token, state) -> logits``."""
-        return HybridDecoder(self)
+        return RecurrentDecoder(self)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample through the decoder (recurrent state + window KV cache). Shapes: (B, T0) -> (B, T0 + n)."""
         return generate_with_decoder(self, idx, max_new_tokens, temperature, top_k, generator)
-
-
-class HybridDecoder:
-    """Decoding of a :class:`HybridLM`: per layer the GLA state (B, nh, hs, hs) and/or the window's
-    KV cache (at most window - 1 tokens); ``step`` updates the state in place."""
-
-    def __init__(self, model: HybridLM):
-        self.model = model
-
-    @torch.no_grad()
-    def prefill(self, idx: torch.Tensor):
-        """Shapes: idx (B, T) -> (logits (B, T, V), state)."""
-        _check_idx(idx, None)
-        logits, states = self.model.hidden(idx, None, "chunked")
-        return logits, {"layers": states, "pos": idx.shape[1]}
-
-    @torch.no_grad()
-    def step(self, token: torch.Tensor, state: dict) -> torch.Tensor:
-        """Shapes: token (B, 1) -> logits (B, V); ``state`` advances by one token."""
-        if token.dim() != 2 or token.shape[1] != 1:
-            raise ValueError(f"step takes one token per row, shape (B, 1); got {tuple(token.shape)}")
-        logits, state["layers"] = self.model.hidden(token, state["layers"], "recurrent")
-        state["pos"] += 1
-        return logits[:, -1]
 
 
 def upcycle(dense: HybridLM, n_experts: int, *, noise: float = 0.01, seed: int = 0,

@@ -40,7 +40,7 @@ from spiking_attention.rwkv import BinaryEmbedding, ChannelMix, TimeMix
 from spiking_attention.stats import reporting_layers
 from spiking_attention.surrogate import SURROGATES
 
-from .base import TrunkConfig, check_choice, check_generate_args, check_int, sample_next
+from .base import RecurrentDecoder, TrunkConfig, check_choice, check_idx, check_int, generate_with_decoder
 
 
 @dataclass
@@ -112,7 +112,7 @@ class SpikingRWKV(nn.Module):
         return self.lm_head(self.ln_f(x)), new
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        _check_idx(idx, self.config.block_size)
+        check_idx(idx, self.config.block_size)
         logits, _ = self.hidden(idx)
         loss = None
         if targets is not None:
@@ -129,9 +129,9 @@ class SpikingRWKV(nn.Module):
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
-    def decoder(self) -> "RWKVDecoder":
+    def decoder(self) -> RecurrentDecoder:
         """Incremental decoding: ``prefill(idx) -> (logits, state)``, ``step(token, state) -> logits``."""
-        return RWKVDecoder(self)
+        return RecurrentDecoder(self)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -141,61 +141,3 @@ class SpikingRWKV(nn.Module):
         Shapes: idx (B, T0) -> (B, T0 + max_new_tokens).
         """
         return generate_with_decoder(self, idx, max_new_tokens, temperature, top_k, generator)
-
-
-class RWKVDecoder:
-    """Recurrent decoding of a :class:`SpikingRWKV`; the state is a list of per-layer dicts of
-    (B, C) tensors (token-shift inputs, WKV (a, b, p), LIF membranes), updated in place by step."""
-
-    def __init__(self, model: SpikingRWKV):
-        self.model = model
-
-    @torch.no_grad()
-    def prefill(self, idx: torch.Tensor):
-        """Shapes: idx (B, T) -> (logits (B, T, V), state)."""
-        _check_idx(idx, None)
-        logits, states = self.model.hidden(idx, None, "chunked")
-        return logits, {"layers": states, "pos": idx.shape[1]}
-
-    @torch.no_grad()
-    def step(self, token: torch.Tensor, state: dict) -> torch.Tensor:
-        """Shapes: token (B, 1) -> logits (B, V); ``state`` advances by one token."""
-        if token.dim() != 2 or token.shape[1] != 1:
-            raise ValueError(f"step takes one token per row, shape (B, 1); got {tuple(token.shape)}")
-        logits, state["layers"] = self.model.hidden(token, state["layers"], "recurrent")
-        state["pos"] += 1
-        return logits[:, -1]
-
-
-def _check_idx(idx: torch.Tensor, block_size: int | None) -> None:
-    if idx.dim() != 2 or idx.shape[1] < 1:
-        raise ValueError(f"idx must be (B, T) with T >= 1, got shape {tuple(idx.shape)}")
-    if block_size is not None and idx.shape[1] > block_size:
-        raise ValueError(f"sequence length {idx.shape[1]} exceeds block_size {block_size}")
-
-
-@torch.no_grad()
-def generate_with_decoder(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                          top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sampling through ``model.decoder()``: one prefill of the prompt, then one step per token.
-
-    Shapes: idx (B, T0) -> (B, T0 + max_new_tokens).
-    """
-    check_generate_args(idx, temperature)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    was_training = model.training
-    model.eval()
-    try:
-        dec = model.decoder()
-        logits, state = dec.prefill(idx)
-        last = logits[:, -1]
-        out = [idx]
-        for n in range(max_new_tokens):
-            nxt = sample_next(last.clone(), temperature, top_k, generator)   # (B, 1)
-            out.append(nxt)
-            if n + 1 < max_new_tokens:
-                last = dec.step(nxt, state)
-    finally:
-        model.train(was_training)
-    return torch.cat(out, dim=1)
