@@ -52,6 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import REPO, make_parser, parse_args, print_table, write_json  # noqa: E402
+from hdc.provenance import repo_relative  # noqa: E402
 
 LOCK = "/tmp/hdspike-heavy.lock"
 DEFAULT_RUNS = REPO / "runs" / "lm_compare"
@@ -373,7 +374,8 @@ def table_rows(summary: dict) -> list[dict]:
     for name, a in summary.items():
         acc = a["accounting_mean"]
         rows.append({
-            "family": name, "seeds": a["n_seeds"], "params": a["n_params"],
+            # * : carried from an earlier sweep (--carry), see the JSON's carried_from
+            "family": name + (" *" if "carried_from" in a else ""), "seeds": a["n_seeds"], "params": a["n_params"],
             "nats/char": f"{a['val_nats_per_char_mean']:.4f} +- {a['val_nats_per_char_std']:.4f}",
             "bits/char": f"{a['val_bits_per_char_mean']:.4f} +- {a['val_bits_per_char_std']:.4f}",
             "vs dense": _fmt_opt(a["gap_to_dense_nats"], "+.4f"),
@@ -404,7 +406,7 @@ def spike_plots(summary: dict, out_dir: Path, name: str) -> dict:
     from spiking_attention.plots import plot_model
     out = {}
     for lab, a in summary.items():
-        if not _spiking(a):
+        if not _spiking(a) or "carried_from" in a:   # a carried row's plots were drawn by its own sweep
             continue
         d = next(iter(a["seeds"].values()))["run_dir"]
         if not (d / "ckpt.pt").exists():
@@ -483,6 +485,42 @@ def _rate_keys(rates_per_layer: list[dict]) -> list[str]:
     return keys
 
 
+def carry_rows(path: Path, summary: dict, long_summary: dict, selection: dict) -> dict:
+    """Add to ``summary``/``long_summary`` (in place) the rows of an earlier results JSON that this
+    sweep did not produce, each marked ``carried_from`` with the commit and time that made it.
+
+    A sweep of every family is hours of CPU on the 2-core machine; carrying lets one family's
+    rows be recomputed without dropping the others from the one table. Only rows made under the
+    same presets are carried (anything else raises), and rows recomputed here always win. The
+    gap to dense of a carried row is recomputed against this sweep's reference when there is
+    one: that is fair only because runs are deterministic (same seeds, one thread), which
+    re-running the reference checks: compare its numbers with the carried file's.
+    """
+    prev = json.loads(Path(path).read_text())
+    for key in ("main", "select", "long"):
+        if prev.get("presets", {}).get(key) != json.loads(json.dumps(PRESETS[key])):
+            raise ValueError(f"--carry {path}: its preset {key!r} is {prev.get('presets', {}).get(key)}, "
+                             f"not this code's {PRESETS[key]}; rows made under other settings are not comparable")
+    stamp = {"commit": prev["meta"]["commit"], "time_utc": prev["meta"]["time_utc"]}
+    out = {"from": repo_relative(Path(path)), **stamp, "rows": [], "long_context": [], "spike_plots": {}}
+    for target, source, key in ((summary, prev.get("rows", {}), "rows"),
+                                (long_summary, prev.get("long_context", {}), "long_context")):
+        for lab, row in source.items():
+            if lab not in target:
+                target[lab] = {**row, "carried_from": row.get("carried_from", stamp)}
+                out[key].append(lab)
+        ref = target.get(label(*REFERENCE))
+        for a in target.values():
+            a["gap_to_dense_nats"] = (None if ref is None
+                                      else a["val_nats_per_char_mean"] - ref["val_nats_per_char_mean"])
+    for fam, sel in prev.get("selection", {}).items():
+        # this sweep's record wins only when it ran the selection (it has scores)
+        if not selection.get(fam, {}).get("heldout_train_nats_per_char"):
+            selection[fam] = {**sel, "carried_from": sel.get("carried_from", stamp)}
+    out["spike_plots"] = {lab: v for lab, v in prev.get("spike_plots", {}).items() if lab in out["rows"]}
+    return out
+
+
 def report(args, runs: Path, families: list[str]) -> dict:
     """Print the table(s) and write the JSON and the plots from the finished runs."""
     from models import get_family
@@ -491,6 +529,8 @@ def report(args, runs: Path, families: list[str]) -> dict:
     rows, selection = table_rows_spec(runs, families, sel_p)
     summary = summarise(runs, main_p, rows)
     long_summary = {} if quick else summarise(runs, "long", long_rows(runs, families, sel_p))
+    carry = getattr(args, "carry", None)
+    carried = carry_rows(carry, summary, long_summary, selection) if carry else {}
     print("\n== tiny-shakespeare, full validation split ==")
     print_table(table_rows(summary), COLUMNS)
     for name, a in summary.items():
@@ -514,7 +554,8 @@ def report(args, runs: Path, families: list[str]) -> dict:
         "presets": {k: PRESETS[k] for k in ((main_p, sel_p) if quick else ("main", "select", "long"))},
         "families": {f: {"description": get_family(f).description, "variants": get_family(f).variants,
                          "bench": list(get_family(f).bench), "select": list(get_family(f).select)}
-                     for f in families},
+                     for f in dict.fromkeys([*families, *(a["family"] for a in (*summary.values(),
+                                                                                  *long_summary.values()))])},
         "imports": list(args.imports),
         "reference": label(*REFERENCE) if label(*REFERENCE) in summary else None,
         "selection": selection,
@@ -523,9 +564,10 @@ def report(args, runs: Path, families: list[str]) -> dict:
         # project targets, gap to gpt/dense in nats/char; a family name stands for its selected row
         "targets": {"spiking_kwta": 0.10, "gpt/topk": 0.03},
         "runs_dir": Path(runs),
+        "carried": carried,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload["spike_plots"] = spike_plots(summary, out_dir, name)
+    payload["spike_plots"] = {**carried.get("spike_plots", {}), **spike_plots(summary, out_dir, name)}
     png = out_dir / f"{name}.png"
     if summary:
         pm = PRESETS[main_p]
@@ -553,6 +595,9 @@ def main(argv=None) -> int:
     p.add_argument("--phases", default=",".join(PHASES),
                    help=f"comma list of phases to run, in order (default: all of {','.join(PHASES)})")
     p.add_argument("--log", type=Path, default=None, help="progress log (default: stderr)")
+    p.add_argument("--carry", type=Path, default=None,
+                   help="earlier results JSON whose rows this sweep does not recompute stay in the table, "
+                        "marked with the commit that made them")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once, each one child with 1 torch thread holding its own lock slot")
     if argv is None:

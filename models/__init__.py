@@ -58,7 +58,7 @@ register(Family("hybrid", hybrid.HybridConfig, hybrid.HybridLM,
                           "parallel": {"layout": "parallel", "window": 16, "ffn_mult": 1.625},
                           "alternate_float": {"layout": "alternate", "window": 16, "ffn_mult": 2.6875,
                                               "spike_coding": "none"}},
-                bench=("alternate", "parallel"),
+                bench=("alternate",),
                 description="SpikingBrain-style gated linear + sliding-window attention with "
                             "adaptive-threshold spike coding"))
 register(Family("nord", nord.NordConfig, nord.NordLM,

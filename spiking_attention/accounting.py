@@ -57,6 +57,10 @@ def _is_binary(x: torch.Tensor) -> bool:
     return bool(x.numel()) and bool(((x == 0) | (x == 1)).all())
 
 
+_KEEP = ("attn_density", "attn_density_allowed", "attended_per_query", "tie_at_cut_frac")
+_KEEP_SUFFIXES = ("_rate", "_frac", "_rate_per_head", "sparsity")
+
+
 @torch.no_grad()
 def account_model(model: nn.Module, inputs, *, forward=None) -> dict:
     """Run one forward pass and count what every layer did; return a JSON-ready report.
@@ -115,18 +119,18 @@ def account_model(model: nn.Module, inputs, *, forward=None) -> dict:
         if name not in attn_in:   # the layer did not run in this pass
             continue
         st, core = mod.layer_stats(), mod.core_ops()
-        keep = {k: st[k] for k in ("q_firing_rate", "k_firing_rate", "q_silent_frac", "k_silent_frac",
-                                   "q_silent_token_frac", "k_silent_token_frac", "attn_density",
-                                   "attn_density_allowed", "attended_per_query", "tie_at_cut_frac",
-                                   "q_firing_rate_per_head", "k_firing_rate_per_head") if k in st}
+        # every rate, fraction and sparsity a layer reports (attention layers report q/k rates,
+        # LIF output layers ``firing_rate``, spike coders ``spike_sparsity``), scalars and per-head lists
+        keep = {k: v for k, v in st.items() if k in _KEEP or k.endswith(_KEEP_SUFFIXES)}
         layers.append({"name": name, "type": type(mod).__name__, **keep, "core_ops": core})
     lin_mac = sum(r["mac"] for r in linear_log.values())
     lin_ac = sum(r["ac"] for r in linear_log.values())
     core_mac = sum(layer["core_ops"]["mac"] for layer in layers)
     core_ac = sum(layer["core_ops"]["ac"] for layer in layers)
     macs, acs = lin_mac + core_mac, lin_ac + core_ac
-    rates = [x["q_firing_rate"] for x in layers if "q_firing_rate" in x] + \
-            [x["k_firing_rate"] for x in layers if "k_firing_rate" in x]
+    # the mean over every binary-spike population of every layer (q and k codes, LIF outputs);
+    # graded spike counts (``nonzero_rate``) are not firing rates and stay per layer
+    rates = [v for x in layers for k, v in x.items() if k.endswith("firing_rate") and isinstance(v, (int, float))]
     totals = {
         "n_tokens": n_tokens,
         "mac": macs, "ac_sops": acs,

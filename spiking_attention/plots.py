@@ -60,22 +60,32 @@ def attention_map(att, path, *, title: str = "attention") -> Path:
     return _save(fig, path)
 
 
+_RATE_BARS = (("q_firing_rate", "query rate"), ("k_firing_rate", "key rate"), ("v_firing_rate", "value rate"),
+              ("firing_rate", "output rate"), ("q_silent_frac", "silent q neurons"),
+              ("silent_frac", "silent neurons"), ("attn_density", "attention density"))
+
+
+def _fires(layer: dict) -> bool:
+    return any(k.endswith("firing_rate") for k in layer)
+
+
 def firing_rates(report: dict, path, *, title: str = "firing rate per layer") -> Path:
-    """Bars of query/key firing rate and silent-neuron fraction per attention layer.
+    """Bars of every firing rate, silent fraction and attention density of every spiking layer
+    (attention layers report query/key rates, LIF output layers ``firing_rate``).
 
     ``report``: the output of :func:`spiking_attention.accounting.account_model`.
     """
-    layers = [x for x in report["layers"] if "q_firing_rate" in x]
+    layers = [x for x in report["layers"] if _fires(x)]
     if not layers:
-        raise ValueError("the report has no spiking layers (no q_firing_rate)")
+        raise ValueError("the report has no spiking layers (no stat named *firing_rate)")
+    bars = [(k, lab) for k, lab in _RATE_BARS if any(k in L for L in layers)]
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    w = 0.2
-    ax.bar(x - 1.5 * w, [L["q_firing_rate"] for L in layers], w, label="query rate")
-    ax.bar(x - 0.5 * w, [L["k_firing_rate"] for L in layers], w, label="key rate")
-    ax.bar(x + 0.5 * w, [L["q_silent_frac"] for L in layers], w, label="silent q neurons")
-    ax.bar(x + 1.5 * w, [L["attn_density"] for L in layers], w, label="attention density")
-    ax.set_xticks(x, [f"L{i}" for i in range(len(layers))])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(layers) * len(bars) ** 0.5), 3.5))
+    w = 0.8 / len(bars)
+    for i, (key, lab) in enumerate(bars):
+        # a layer without this stat gets no bar (NaN height draws nothing)
+        ax.bar(x + (i - (len(bars) - 1) / 2) * w, [L.get(key, np.nan) for L in layers], w, label=lab)
+    ax.set_xticks(x, [f"{i}:{L.get('type', '')[:10]}" for i, L in enumerate(layers)], rotation=60, fontsize=6)
     ax.set(ylim=(0, 1), ylabel="fraction", title=title)
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -113,7 +123,7 @@ def plot_model(model: torch.nn.Module, inputs, out_dir, *, prefix: str = "spikin
     if "attn" in rec:
         paths["attention"] = attention_map(rec["attn"][0, head], out_dir / f"{prefix}_attention_L{layer}.png",
                                            title=f"layer {layer} head {head}")
-    if any("q_firing_rate" in x for x in report["layers"]):
+    if any(_fires(x) for x in report["layers"]):
         paths["rates"] = firing_rates(report, out_dir / f"{prefix}_firing_rates.png")
     return paths
 

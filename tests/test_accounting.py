@@ -100,3 +100,20 @@ def test_plots_write_pngs(tmp_path):
         spike_raster(torch.zeros(3), tmp_path / "x.png")
     with pytest.raises(ValueError, match="attention_map"):
         attention_map(torch.zeros(3), tmp_path / "y.png")
+
+
+@pytest.mark.parametrize("family", ["spiking_rwkv", "nord", "hybrid"])
+def test_mean_firing_rate_covers_every_spiking_layer(family):
+    # LIF output layers report ``firing_rate`` (not q/k rates): the model's mean must include them
+    from models import build_model
+    torch.manual_seed(0)
+    m = build_model(family, {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16})
+    rep = account_model(m, torch.randint(0, 11, (2, 8)))
+    rates = [v for lay in rep["layers"] for k, v in lay.items()
+             if k.endswith("firing_rate") and isinstance(v, float)]
+    if family == "hybrid":   # graded spike counts: sparsity is reported, there is no binary firing rate
+        assert any("spike_sparsity" in lay for lay in rep["layers"])
+        assert rep["totals"]["mean_firing_rate"] is None or rates
+    else:
+        assert rates, rep["layers"]
+        assert rep["totals"]["mean_firing_rate"] == pytest.approx(sum(rates) / len(rates))

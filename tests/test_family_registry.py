@@ -122,3 +122,28 @@ def test_toy_trains_through_the_cli(tmp_path):
 
 def math_isfinite(x) -> bool:
     return isinstance(x, float) and np.isfinite(x)
+
+
+def test_carry_keeps_rows_this_sweep_did_not_make(tmp_path):
+    # rows recomputed now win; the others come back marked with the commit that made them
+    def row(v):
+        return {"family": "gpt", "variant": v, "val_nats_per_char_mean": v == "dense" and 2.0 or 2.5,
+                "seeds": {}, "n_seeds": 3}
+    prev = {"meta": {"commit": "abc", "time_utc": "t"},
+            "presets": {k: lm_compare.PRESETS[k] for k in ("main", "select", "long")},
+            "rows": {"gpt/dense": row("dense"), "gpt/topk": row("topk")}, "long_context": {},
+            "selection": {"spiking_kwta": {"chosen": "hamming", "heldout_train_nats_per_char": {"hamming": 1.0}}}}
+    path = tmp_path / "prev.json"
+    path.write_text(json.dumps(prev))
+    summary = {"gpt/dense": {**row("dense"), "val_nats_per_char_mean": 1.9}}
+    selection = {}
+    out = lm_compare.carry_rows(path, summary, {}, selection)
+    assert out["rows"] == ["gpt/topk"] and "carried_from" not in summary["gpt/dense"]
+    assert summary["gpt/dense"]["val_nats_per_char_mean"] == 1.9
+    assert summary["gpt/topk"]["carried_from"]["commit"] == "abc"
+    assert summary["gpt/topk"]["gap_to_dense_nats"] == pytest.approx(0.6)   # against this sweep's dense
+    assert selection["spiking_kwta"]["carried_from"]["commit"] == "abc"
+    prev["presets"]["main"] = {**prev["presets"]["main"], "iters": 1}
+    path.write_text(json.dumps(prev))
+    with pytest.raises(ValueError, match="preset 'main'"):
+        lm_compare.carry_rows(path, {}, {}, {})
