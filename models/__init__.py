@@ -67,7 +67,7 @@ register(Family("nord", nord.NordConfig, nord.NordLM,
                 description="Nord-style LIF LM: fast/slow time steps, spiking Q/K with top-k attention"))
 register(Family("sifu", sifu.SiFuConfig, sifu.SiFuLM,
                 variants={"d32": {"d": 32}, "d16": {"d": 16}},
-                bench=("d32",),
+                bench=("d32",), fit_config=sifu.fit_config,
                 description="BriLLM SiFu graph LM: energy of the edge from the current token decides"))
 register(Family("bigram", bigram.BigramConfig, bigram.BigramLM,
                 variants={"table": {"init": "tinyshakespeare"}, "scratch": {"init": "zeros"}}, bench=("table",),

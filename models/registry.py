@@ -32,7 +32,11 @@ class Family:
     variants of which the comparison keeps the one with the lowest loss on held-out TRAINING
     text (never validation), shown under the family's name. ``learner``: a factory
     ``learner(model, train_config) -> Learner`` for families that do not train by backprop
-    (see :mod:`models.train`); None means AdamW on the cross-entropy.
+    (see :mod:`models.train`); None means AdamW on the cross-entropy. ``fit_config``:
+    ``fit_config(config_dict, train_ids) -> config_dict`` for families whose structure depends
+    on the training text (SiFu's graph of observed bigrams); the harness calls it with the
+    ids it trains on (held-out splits included) before building the model, and the returned
+    dict is what checkpoints and results store.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Family:
     bench_long: tuple[str, ...] = ()
     learner: Callable[..., Any] | None = None
     description: str = ""
+    fit_config: Callable[[dict, Any], dict] | None = None
 
     def __post_init__(self):
         unknown = [v for v in (*self.bench, *self.select, *self.bench_long) if v not in self.variants]

@@ -32,9 +32,9 @@ Deviations from BriLLM, each for a stated reason:
 Where the observed bigrams come from (``graph``):
 
 * ``"tinyshakespeare"``: the training split (first 90%) of the harness's corpus, tokenised
-  as :func:`models.train.prepare_data` does (the harness gives a model no training text, so
-  the family reads the same deterministic split itself; a proposed harness hook,
-  :func:`fit_config`, would fill ``bigrams`` from whatever text the harness trains on);
+  as :func:`models.train.prepare_data` does, when the model is built outside the harness;
+  the harness calls the family's :func:`fit_config` hook, which replaces it by ``"bigrams"``
+  filled from the text the run actually trains on;
 * ``"bigrams"``: the explicit list ``bigrams`` of ``[u, c]`` pairs (tests, other corpora);
 * ``"dense"``: every pair owns an edge (the dense reference for the parameter count).
 
@@ -151,11 +151,15 @@ def _tinyshakespeare_graph() -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def fit_config(config: dict, train_ids) -> dict:
-    """The proposed harness hook: ``config`` with ``graph="bigrams"`` and the bigrams of ``train_ids``.
+    """The registry's ``fit_config`` hook: a ``graph="tinyshakespeare"`` config becomes
+    ``graph="bigrams"`` with the bigrams of ``train_ids``; other graphs are left as they are.
 
-    A harness that calls this before building the model (and stores the returned dict in the
-    checkpoint) makes the graph follow whatever text it trains on, held-out splits included.
+    The harness calls it with the ids it trains on before building the model and stores the
+    returned dict in the checkpoint, so the graph follows whatever text a run trains on
+    (held-out splits included: the held-out tail's bigrams are not in it).
     """
+    if config.get("graph", "tinyshakespeare") != "tinyshakespeare":
+        return config
     pairs, _ = observed_bigrams(train_ids, config["vocab_size"])
     return {**config, "graph": "bigrams", "bigrams": pairs.tolist()}
 

@@ -370,8 +370,10 @@ def prepare_data(held_out: bool = False, text: str | None = None):
     return tok, torch.from_numpy(train_ids), torch.from_numpy(val_ids)
 
 
-def run_config(family: str, vocab_size: int, variant: str | None = None, overrides: dict | None = None) -> dict:
-    """The full config dict of a run: the variant's values, the data's vocabulary, then overrides.
+def run_config(family: str, vocab_size: int, variant: str | None = None, overrides: dict | None = None,
+               train_ids=None) -> dict:
+    """The full config dict of a run: the variant's values, the data's vocabulary, then overrides,
+    then (given ``train_ids``) the family's ``fit_config`` hook on the training text.
 
     Shape fields left out take the family Config's defaults (nanoGPT's CPU shape: 4 layers,
     4 heads, width 128, context 64); the returned dict holds every field, so it is what
@@ -379,6 +381,8 @@ def run_config(family: str, vocab_size: int, variant: str | None = None, overrid
     """
     fam = get_family(family)
     values = fam.variant_config(variant, vocab_size=vocab_size, **(overrides or {}))
+    if fam.fit_config is not None and train_ids is not None:
+        values = fam.fit_config(asdict(fam.make_config(values)), train_ids)
     return asdict(fam.make_config(values))
 
 
@@ -392,7 +396,7 @@ def train_run(family: str, out_dir: str | os.PathLike, cfg: TrainConfig, *, vari
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
     tok, train_ids, eval_ids = prepare_data(cfg.held_out, text)
-    config = run_config(family, tok.vocab_size, variant, overrides)
+    config = run_config(family, tok.vocab_size, variant, overrides, train_ids=train_ids)
     identity = {"family": family, "config": config, "train": cfg.identity()}
     if result_path.exists():
         cached = json.loads(result_path.read_text())

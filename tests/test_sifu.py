@@ -261,3 +261,22 @@ def test_bigram_baseline_learns_the_table_and_decodes():
     logits, st = m.decoder().prefill(x)
     torch.testing.assert_close(m.decoder().step(torch.tensor([[1]]), st), logits[:, 1])
     assert m.num_params() == 9
+
+
+def test_harness_fits_the_graph_to_the_text_it_trains_on(tmp_path):
+    # the registry's fit_config hook: the graph holds the bigrams of the run's own training ids
+    # (held-out preset: the held-out tail's bigrams are left out), and the checkpoint stores it
+    from models.train import TrainConfig, load_model, prepare_data, run_config, train_run
+    text = TEXT * 3 + "zq"   # "zq" only in the tail: in the held-out split, never in its train part
+    for held_out in (False, True):
+        tok, train_ids, _ = prepare_data(held_out, text)
+        cfg = run_config("sifu", tok.vocab_size, "d16", {"block_size": 16}, train_ids=train_ids)
+        pairs, _ = observed_bigrams(train_ids.numpy(), tok.vocab_size)
+        assert cfg["graph"] == "bigrams" and cfg["bigrams"] == pairs.tolist()
+        z, q = tok.encode("zq").tolist()
+        assert [z, q] not in cfg["bigrams"]
+    assert run_config("sifu", tok.vocab_size, "d16", {"graph": "dense"}, train_ids=train_ids)["graph"] == "dense"
+    res = train_run("sifu", tmp_path, TrainConfig(max_iters=2, batch_size=2, held_out=True), variant="d16",
+                    overrides={"block_size": 16}, progress=False, text=text)
+    model, _, ck = load_model(tmp_path / "ckpt.pt")
+    assert res["config"]["bigrams"] == ck["config"]["bigrams"] == cfg["bigrams"]
