@@ -37,7 +37,6 @@ at the start of each quick sweep so its numbers always come from the current cod
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fcntl
 import json
 import math
@@ -169,8 +168,7 @@ def run_dir(runs: Path, preset: str, family: str, variant: str, seed: int) -> Pa
 def preset_overrides(family: str, preset: str) -> dict:
     """The preset's shape values that ``family``'s Config has (others do not apply to it)."""
     from models import get_family
-    names = {f.name for f in dataclasses.fields(get_family(family).config)}
-    return {k: v for k, v in PRESETS[preset]["model"].items() if k in names}
+    return get_family(family).applicable(PRESETS[preset]["model"])
 
 
 def train_config(preset: str, seed: int):

@@ -48,12 +48,17 @@ def _variants(families: list[str] | None) -> list[tuple[str, str]]:
 
 
 def _build(family: str, variant: str, block_size: int):
+    """The untrained model at the bench's shape, or a string saying why it cannot decode."""
     fam = FAMILIES[family]
-    values = fam.variant_config(variant, **SHAPE, block_size=block_size)
+    values = fam.variant_config(variant, **fam.applicable({**SHAPE, "block_size": block_size}))
     torch.manual_seed(0)
     model = fam.build(values).eval()
     if not hasattr(model, "decoder"):
-        return None
+        return "no decoder()"
+    try:
+        model.decoder()
+    except ValueError as exc:   # a trunk whose layers lack the incremental form says so
+        return f"no decoder: {exc}"
     return model
 
 
@@ -129,8 +134,8 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     for family, variant in names:
         model = _build(family, variant, block)
-        if model is None:
-            skipped.append(f"{family}/{variant}: no decoder()")
+        if isinstance(model, str):
+            skipped.append(f"{family}/{variant}: {model}")
             continue
         scores_t2 = (family == "gpt" and model.config.attention == "topk")
         for th in threads:

@@ -68,6 +68,12 @@ class Family:
             return from_dict(config)
         return self.config(**config)
 
+    def applicable(self, values: dict) -> dict:
+        """The entries of ``values`` that name fields of this family's Config (a shared shape such
+        as ``{"n_layer": 4, "n_embd": 128}`` applies to the transformers, not to SiFu's graph)."""
+        names = {f.name for f in fields(self.config)}
+        return {k: v for k, v in values.items() if k in names}
+
     def build(self, config: dict):
         return self.model(self.make_config(config))
 
