@@ -18,6 +18,10 @@ object for the training harness's pluggable learner hook.
   ``dW = lr (post (x) trace_pre - trace_post (x) pre)`` averaged over batch and time and clipped
   elementwise; reward ``r = sigmoid(EMA(loss) - loss)`` (better than usual: r > 1/2); the change
   is scaled by ``2 r - 1`` and the weights are clamped to ``[-w_max, w_max]``.
+* **Three-factor rule with a local error on the readout** (:class:`LocalErrorLearner`): the
+  modulator of each output neuron is its own error ``onehot(target) - softmax(logits)``, known
+  at the output without any backward pass, so ``dW = lr/N sum_n err_n (x) pre_n``: the delta
+  rule (Widrow & Hoff 1960) written as a three-factor rule with per-neuron modulators.
 
 Time runs along axis ``-2`` of activity tensors ``(..., T, n)`` (for a language model: the token
 positions of a sequence); weight changes have the ``nn.Linear`` layout ``(out, in)``.
@@ -36,7 +40,8 @@ import torch
 from torch import nn
 
 __all__ = ["trace_step", "traces", "stdp_pair_update", "stdp_window", "stdp_run", "eligibility_step",
-           "three_factor_update", "reward_from_loss", "rstdp_update", "ACTIVITIES", "RewardSTDPLearner"]
+           "three_factor_update", "reward_from_loss", "rstdp_update", "ACTIVITIES", "RewardSTDPLearner",
+           "LocalErrorLearner"]
 
 
 def _check_decay(decay: float) -> None:
@@ -225,3 +230,61 @@ class RewardSTDPLearner:
     def load_state_dict(self, state: dict) -> None:
         self.loss_ema, self.n_updates = state["loss_ema"], state["n_updates"]
         self.enabled = state["enabled"]
+
+
+class LocalErrorLearner:
+    """The readout layer learns by the three-factor rule with a local error; nothing else changes.
+
+    ``step(model, x, y, step) -> float`` runs the model without gradients, records the input
+    ``pre`` (..., n_in) and the logits (..., V) of ``layer`` (default ``"lm_head"``), and adds
+    ``lr / N * elig`` where ``elig = sum_n err_n (x) pre_n`` (:func:`eligibility_step` with the
+    error in place of post activity) and ``err = onehot(y) - softmax(logits)`` (targets < 0
+    are padding and contribute nothing). For a cross-entropy readout this is exactly minus the
+    loss gradient of that one layer, obtained from quantities local to it.
+
+    A readout tied to the input embedding (nanoGPT's weight tying) is untied first (``untie``,
+    default True) so that only the readout learns; ``untie=False`` refuses a tied layer.
+    ``enabled=False`` computes the loss and changes nothing.
+    """
+
+    def __init__(self, model: nn.Module, train_config=None, *, layer: str = "lm_head", lr: float = 0.05,
+                 untie: bool = True, enabled: bool = True):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        mod = dict(model.named_modules()).get(layer)
+        if not isinstance(mod, nn.Linear):
+            raise ValueError(f"layer must name an nn.Linear readout of the model, got {layer!r}")
+        shared = [n for n, m in model.named_modules() if m is not mod
+                  and any(p is mod.weight for p in m.parameters(recurse=False))]
+        if shared:
+            if not untie:
+                raise ValueError(f"layer {layer!r} shares its weight with {shared}; pass untie=True to give the "
+                                 f"readout its own copy (the shared module then keeps the old weights)")
+            mod.weight = nn.Parameter(mod.weight.detach().clone())
+        self.layer, self.lr, self.enabled, self.untied = layer, lr, enabled, shared
+        self.n_updates = 0
+
+    @torch.no_grad()
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
+        mod = dict(model.named_modules())[self.layer]
+        seen = {}
+        hook = mod.register_forward_hook(lambda m, a, out: seen.update(pre=a[0].detach(), out=out.detach()))
+        try:
+            _, loss = model(x, y)
+        finally:
+            hook.remove()
+        if self.enabled:
+            pre, logits = seen["pre"], seen["out"]                        # (B, T, n_in), (B, T, V)
+            keep = (y >= 0)
+            err = torch.nn.functional.one_hot(y.clamp_min(0), logits.shape[-1]).to(logits.dtype)
+            err = (err - torch.softmax(logits, -1)) * keep[..., None]     # (B, T, V) local error
+            elig = eligibility_step(torch.zeros_like(mod.weight), pre, err, 0.0)
+            mod.weight += three_factor_update(elig, 1.0, self.lr / max(1, int(keep.sum())))
+            self.n_updates += 1
+        return float(loss)
+
+    def state_dict(self) -> dict:
+        return {"n_updates": self.n_updates, "enabled": self.enabled}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n_updates, self.enabled = state["n_updates"], state["enabled"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.nord import NordConfig, NordLM
-from spiking_attention.plasticity import (RewardSTDPLearner, eligibility_step, reward_from_loss, rstdp_update,
+from spiking_attention.plasticity import (LocalErrorLearner, RewardSTDPLearner, eligibility_step, reward_from_loss, rstdp_update,
                                           stdp_pair_update, stdp_run, stdp_window, three_factor_update,
                                           trace_step, traces)
 
@@ -135,3 +135,41 @@ def test_stdp_learner_default_layers_skip_the_tied_head_and_errors_are_clear():
         RewardSTDPLearner(m, activity="relu")
     with pytest.raises(ValueError, match="decay"):
         RewardSTDPLearner(m, decay=1.0)
+
+
+def test_local_error_learner_is_the_delta_rule_on_the_readout_only():
+    torch.manual_seed(0)
+    m = NordLM(NordConfig(vocab_size=7, block_size=6, n_layer=1, n_head=2, n_embd=8, t_fast=1, t_slow=1))
+    x, y = torch.randint(0, 7, (3, 6)), torch.randint(0, 7, (3, 6))
+    y[0, :2] = -1                                                        # padding: no error
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    learner = LocalErrorLearner(m, lr=0.5)
+    assert learner.untied and m.lm_head.weight is not m.transformer.wte.weight
+    W0 = m.lm_head.weight.detach().clone()
+    seen = {}   # the readout's input h, then the rule by hand: lr/N sum_n (onehot - softmax)_n (x) h_n
+    hk = m.lm_head.register_forward_hook(lambda mod, a, out: seen.update(h=a[0].detach().clone()))
+    m(x)
+    hk.remove()
+    h = seen["h"]
+    loss0 = learner.step(m, x, y, 0)
+    with torch.no_grad():
+        p = torch.softmax(h @ W0.T, -1)
+        err = (torch.nn.functional.one_hot(y.clamp_min(0), 7) - p) * (y >= 0)[..., None]
+        want = W0 + 0.5 / int((y >= 0).sum()) * torch.einsum("btv,btc->vc", err, h)
+    torch.testing.assert_close(m.lm_head.weight.detach(), want)
+    after = m.state_dict()
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert changed == ["lm_head.weight"], changed        # embedding (formerly tied) and trunk untouched
+    for i in range(30):
+        loss = learner.step(m, x, y, i + 1)
+    assert loss < loss0 - 0.05                            # it learns the batch
+    off = LocalErrorLearner(m, lr=0.5, enabled=False)
+    w = m.lm_head.weight.detach().clone()
+    off.step(m, x, y, 0)
+    assert torch.equal(m.lm_head.weight, w)
+    with pytest.raises(ValueError, match="shares its weight"):
+        LocalErrorLearner(NordLM(NordConfig(vocab_size=7, block_size=6, n_layer=1, n_head=2, n_embd=8)), untie=False)
+    with pytest.raises(ValueError, match="nn.Linear readout"):
+        LocalErrorLearner(m, layer="nope")
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        LocalErrorLearner(m, lr=0.0)
