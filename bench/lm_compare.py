@@ -191,9 +191,14 @@ def run_one(runs: Path, preset: str, family: str, variant: str, seed: int, text:
 
 
 def spawn(runs: Path, preset: str, family: str, variant: str, seed: int, imports: list[str], log,
-          slot: int = 0) -> bool:
-    """Run one job in a child process holding heavy-lock slot ``slot`` for its own duration only."""
+          slot: int = 0, in_process: bool = False) -> bool:
+    """Run one job in a child process holding heavy-lock slot ``slot`` for its own duration only
+    (``in_process``: here, without the lock: the --quick runs with one job at a time)."""
     if (run_dir(runs, preset, family, variant, seed) / "result.json").exists():
+        return True
+    if in_process:
+        # a quick run is a second of CPU: in this process, not a child that pays ~2 s to import torch
+        run_one(runs, preset, family, variant, seed)
         return True
     cmd = [sys.executable, __file__, "--one", preset, family, variant, str(seed), "--runs", str(runs)]
     for m in imports:
@@ -231,7 +236,7 @@ def run_jobs(phases: list[str], runs: Path, families: list[str], quick: bool, im
         with lock:
             slot = slots.pop()
         try:
-            return spawn(runs, *job, imports, log, slot=slot)
+            return spawn(runs, *job, imports, log, slot=slot, in_process=quick and n_jobs == 1)
         finally:
             with lock:
                 slots.append(slot)
