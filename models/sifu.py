@@ -392,24 +392,17 @@ class SiFuDecoder:
 
     @torch.no_grad()
     def prefill(self, idx: torch.Tensor):
+        # the prompt runs through the same O(1)-state recurrence as step(): O(T) time and memory,
+        # where rebuilding every signal from the full forward's (T, T) mixing matrix was O(T^2)
         m = self.m
-        logits, _ = m(idx)
         B, T = idx.shape
-        R = m.config.mix_range
-        # rebuild the raw signals e_0 .. e_{T-1} along the true edges (as SiFuLM.signals does)
-        M = m.mix_weights(T)
-        pe = sinusoidal_pe(torch.arange(T), m.config.d)
-        e = [m.start_signal(idx[:, 0])]
-        for i in range(T - 1):
-            h = torch.einsum("j,bjd->bd", M[i, :i + 1], torch.stack(e, 1))
-            W, b = m.edge_params(idx[:, i], idx[:, i + 1])
-            e.append(F.gelu(torch.einsum("bk,bkd->bd", h, W) + b + pe[i + 1]))
-        E = torch.stack(e, 1)                                                # (B, T, d)
-        n_old = max(0, T - (R - 1))
-        state = {"recent": E[:, n_old:], "tail_sum": E[:, :n_old].sum(1), "tail_count": n_old,
-                 "node": idx[:, -1].clone(), "pos": T - 1}
-        state["h"] = self._mix(state)
-        return logits, state
+        node = idx[:, 0].clone()
+        e0 = m.start_signal(node)                                           # (B, d)
+        st = {"recent": e0[:, None], "tail_sum": torch.zeros_like(e0), "tail_count": 0, "node": node, "pos": 0}
+        st["h"] = self._mix(st)
+        first = m.energies(st["h"], node, torch.zeros_like(node)) / m.config.temperature
+        logits = [first] + [self.step(idx[:, i:i + 1], st) for i in range(1, T)]
+        return torch.stack(logits, 1), st                                   # (B, T, V)
 
     def _mix(self, st: dict) -> torch.Tensor:
         """h from the recent signals (distance 0 = last) and the tail sum. Shapes: -> (B, d)."""

@@ -152,6 +152,9 @@ def test_decoder_prefill_and_steps_equal_the_full_forward():
     torch.testing.assert_close(logits, full[:, :5])
     for t in range(5, x.shape[1]):
         torch.testing.assert_close(dec.step(x[:, t:t + 1], state), full[:, t], rtol=1e-5, atol=1e-5)
+    # a prompt longer than mix_range: the prefill's recurrence moves signals into the tail sum
+    assert x.shape[1] > m.config.mix_range
+    torch.testing.assert_close(dec.prefill(x)[0], full, rtol=1e-5, atol=1e-5)
     out = m.generate(x[:1, :3], 20, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 23) and torch.equal(out[:, :3], x[:1, :3])
 
