@@ -200,3 +200,22 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+LM_RUNS = "runs/lm_compare/main/{family}/{variant}/seed{seed}/ckpt.pt"   # bench/lm_compare.py's main preset
+
+
+def trained_checkpoints(given: list[Path], family: str, variant: str, seeds=(0, 1, 2)) -> list[Path]:
+    """``given``, or else the comparison's finished runs of ``family/variant`` (one per seed).
+
+    A benchmark that starts from trained models (upcycling, continual learning) uses the table's
+    own runs, so its sources are the models whose losses the table reports; a missing one
+    raises, naming the command that makes it.
+    """
+    paths = [Path(p) for p in given] or [REPO / LM_RUNS.format(family=family, variant=variant, seed=s)
+                                         for s in seeds]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"no trained {family}/{variant} checkpoint at {missing}: train them with "
+                         f"`python bench/lm_compare.py --families {family}` (or pass --ckpt)")
+    return paths

@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench._common import REPO, make_parser, parse_args, print_table, write_json  # noqa: E402
+from bench._common import (LM_RUNS, REPO, make_parser, parse_args, print_table,  # noqa: E402
+                           trained_checkpoints, write_json)
 from hdc.io import write_json as write_json_file  # noqa: E402
 from hdc.provenance import repo_relative  # noqa: E402
 from models import build_model, get_family  # noqa: E402
@@ -50,7 +51,6 @@ from models.train import TrainConfig, evaluate, load_model, prepare_data, train 
 from spiking_attention.plasticity import LocalErrorLearner, RewardSTDPLearner  # noqa: E402
 
 NAME = "continual"
-SOURCE = "runs/lm_compare/main/nord/lif/seed{seed}/ckpt.pt"   # the comparison's trained nord runs
 
 PRESETS = {
     "quick": {"model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 48, "t_fast": 2, "t_slow": 1},
@@ -175,7 +175,7 @@ def adapt_source(model, seed: int, out: Path | None, a, preset, data) -> dict:
 def main(argv=None) -> int:
     p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, action="append", default=[],
-                   help=f"trained nord checkpoint (repeatable; default {SOURCE} for seeds 0-2)")
+                   help=f"trained nord checkpoint (repeatable; default {LM_RUNS} of nord/lif, seeds 0-2)")
     p.add_argument("--stream", choices=("europarl", "shakespeare-tail"), default="europarl")
     p.add_argument("--seed", type=int, default=0, help="--quick: seed of the tiny model trained here")
     p.add_argument("--stdp-lr", type=float, default=1e-3, help="R-STDP learning rate (Nord's lr)")
@@ -214,11 +214,7 @@ def main(argv=None) -> int:
         per_source.append({"source": f"nord/lif trained here, {pre_iters} steps, seed {a.seed}", "seed": a.seed,
                            **adapt_source(model, a.seed, None, a, preset, data)})
     else:
-        ckpts = a.ckpt or [REPO / SOURCE.format(seed=s) for s in range(3)]
-        missing = [str(c) for c in ckpts if not Path(c).exists()]
-        if missing:
-            raise SystemExit(f"no trained nord checkpoint at {missing}: train them with "
-                             f"`python bench/lm_compare.py --families nord` (or pass --ckpt)")
+        ckpts = trained_checkpoints(a.ckpt, "nord", "lif")
         runs = a.runs or REPO / "runs" / "continual"
         for c in ckpts:
             model, _, ck = load_model(c)

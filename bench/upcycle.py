@@ -35,14 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench._common import REPO, make_parser, parse_args, print_table, write_json  # noqa: E402
+from bench._common import (LM_RUNS, REPO, make_parser, parse_args, print_table,  # noqa: E402
+                           trained_checkpoints, write_json)
 from hdc.io import save_figure, write_json as write_json_file  # noqa: E402
 from hdc.provenance import repo_relative  # noqa: E402
 
 NAME = "upcycle"
 DEFAULT_RUNS = REPO / "runs" / "upcycle"
 QUICK_RUNS = REPO / "runs" / "upcycle_quick"
-SOURCE_GLOB = "runs/lm_compare/main/hybrid/alternate/seed{seed}/ckpt.pt"
 QUICK_SHAPE = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
 LOAD_CHUNKS = 16   # validation chunks over which the expert load is counted
 
@@ -150,7 +150,7 @@ def plot(per_source: list[dict], path: Path, title: str) -> None:
 def main(argv=None) -> dict:
     p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, action="append", default=[],
-                   help=f"dense hybrid checkpoint (repeatable; default {SOURCE_GLOB} for seeds 0-2)")
+                   help=f"dense hybrid checkpoint (repeatable; default {LM_RUNS} of hybrid/alternate, seeds 0-2)")
     p.add_argument("--extra-steps", type=int, default=None, help="steps of each arm (default 400 = 20%% of 2,000)")
     p.add_argument("--experts", type=int, default=4, help="routed experts per layer (plus one shared)")
     p.add_argument("--noise", type=float, default=0.01, help="expert weight noise, a fraction of each tensor's std")
@@ -165,14 +165,10 @@ def main(argv=None) -> dict:
     if args.quick and args.runs is None:
         shutil.rmtree(runs, ignore_errors=True)   # quick numbers always come from this code
         args.batch_size = 8
-    if args.quick:
-        sources = args.ckpt or [_quick_source(runs, 0)]
+    if args.quick and not args.ckpt:
+        sources = [_quick_source(runs, 0)]
     else:
-        sources = args.ckpt or [REPO / SOURCE_GLOB.format(seed=s) for s in range(3)]
-    missing = [str(s) for s in sources if not Path(s).exists()]
-    if missing:
-        raise SystemExit(f"no dense hybrid checkpoint at {missing}: train them with "
-                         f"`python bench/lm_compare.py --families hybrid` (or pass --ckpt)")
+        sources = trained_checkpoints(args.ckpt, "hybrid", "alternate")
     data = prepare_data(False)
     t0 = time.perf_counter()
     per_source, rows = [], []
