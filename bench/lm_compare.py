@@ -488,6 +488,25 @@ def _rate_keys(rates_per_layer: list[dict]) -> list[str]:
     return keys
 
 
+# the issues' targets: (row, reference row, largest allowed gap row - reference in nats/char);
+# a family name stands for its selected row
+TARGETS = [("spiking_kwta", "gpt/dense", 0.10), ("gpt/topk", "gpt/dense", 0.03),
+           ("spiking_rwkv/spikegpt", "gpt/dense", 0.10), ("hybrid/alternate", "gpt/dense", 0.10),
+           ("nord/lif", "gpt/dense", 0.20), ("sifu/d32", "bigram/table", -0.30)]
+
+
+def check_targets(summary: dict, selection: dict) -> list[dict]:
+    """Each target of :data:`TARGETS` whose rows are in the table, with its gap and whether it is met."""
+    out = []
+    for row, ref, max_gap in TARGETS:
+        lab = row if "/" in row else label(row, selection.get(row, {}).get("chosen", ""))
+        if lab in summary and ref in summary:
+            gap = summary[lab]["val_nats_per_char_mean"] - summary[ref]["val_nats_per_char_mean"]
+            out.append({"row": lab, "reference": ref, "max_gap_nats": max_gap, "gap_nats": gap,
+                        "met": gap <= max_gap})
+    return out
+
+
 def carry_rows(path: Path, summary: dict, long_summary: dict, selection: dict) -> dict:
     """Add to ``summary``/``long_summary`` (in place) the rows of an earlier results JSON that this
     sweep did not produce, each marked ``carried_from`` with the commit and time that made it.
@@ -546,6 +565,9 @@ def report(args, runs: Path, families: list[str]) -> dict:
         print_table(table_rows(long_summary), COLUMNS)
     for f, sel in selection.items():
         print(f"{f} selection:", json.dumps(sel))
+    for t in check_targets(summary, selection):
+        print(f"target {t['row']} - {t['reference']} <= {t['max_gap_nats']:+.2f}: {t['gap_nats']:+.4f} "
+              f"({'met' if t['met'] else 'MISSED'})")
     print("E est. = energy ESTIMATE per token (FP32 preset, 45 nm per-operation figures; "
           "spiking_attention.accounting), not a measurement")
     name = "lm_compare_quick" if quick else "lm_compare"
@@ -564,8 +586,7 @@ def report(args, runs: Path, families: list[str]) -> dict:
         "selection": selection,
         "rows": summary,
         "long_context": long_summary,
-        # project targets, gap to gpt/dense in nats/char; a family name stands for its selected row
-        "targets": {"spiking_kwta": 0.10, "gpt/topk": 0.03},
+        "targets": check_targets(summary, selection),
         "runs_dir": Path(runs),
         "carried": carried,
     }

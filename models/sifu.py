@@ -59,6 +59,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from spiking_attention.stats import StatsMixin
+
 from .base import check_choice, check_generate_args, check_int, sample_next
 
 __all__ = ["SiFuConfig", "SiFuLM", "SiFuDecoder", "GRAPHS", "fit_config", "observed_bigrams",
@@ -172,8 +174,13 @@ def sinusoidal_pe(positions: torch.Tensor, d: int) -> torch.Tensor:
     return torch.cat([torch.sin(ang), torch.cos(ang)], -1)[..., :d]
 
 
-class SiFuLM(nn.Module):
-    """The SiFu graph language model (see the module docstring)."""
+class SiFuLM(StatsMixin, nn.Module):
+    """The SiFu graph language model (see the module docstring).
+
+    It reports through the stats protocol (:mod:`spiking_attention.stats`): its products are
+    einsums over gathered edge matrices, not ``nn.Linear`` calls, so accounting would count
+    nothing unless the model says what its forward pass did.
+    """
 
     def __init__(self, config: SiFuConfig):
         super().__init__()
@@ -340,6 +347,11 @@ class SiFuLM(nn.Module):
         else:
             logits = en.new_full((B * T, self.config.vocab_size), float("-inf"))
             logits = logits.index_copy(1, cand, en).view(B, T, -1)
+        C, d = (self.config.vocab_size if cand is None else cand.numel()), self.config.d
+        ops = {"energy_mac": float(B * T * C * (d * d + d)),          # every candidate edge's product
+               "transition_mac": float(B * (T - 1) * d * d),          # the true edges the signal takes
+               "mix_mac": float(B * T * (T + 1) // 2 * d)}            # the mix of every earlier signal
+        self._report({"candidates_per_position": float(C)}, {"mac": sum(ops.values()), "ac": 0.0, **ops})
         loss = None
         if targets is not None:
             loss = self.loss(logits, idx, targets)

@@ -283,3 +283,13 @@ def test_harness_fits_the_graph_to_the_text_it_trains_on(tmp_path):
                     overrides={"block_size": 16}, progress=False, text=text)
     model, _, ck = load_model(tmp_path / "ckpt.pt")
     assert res["config"]["bigrams"] == ck["config"]["bigrams"] == cfg["bigrams"]
+
+
+def test_accounting_counts_the_edge_products():
+    # SiFu's products are einsums over gathered edges, not nn.Linear calls: it reports them itself
+    from spiking_attention.accounting import account_model
+    m = _tiny(block_size=8)
+    B, T, C, d = 2, 8, 4, 3
+    rep = account_model(m, torch.randint(0, 4, (B, T)))
+    want = B * T * C * (d * d + d) + B * (T - 1) * d * d + B * T * (T + 1) // 2 * d
+    assert rep["totals"]["mac"] == want and rep["totals"]["mac_per_token"] == want / (B * T)
