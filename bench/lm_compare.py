@@ -420,6 +420,24 @@ def spike_plots(summary: dict, out_dir: Path, name: str) -> dict:
     return out
 
 
+def spike_reports(summary: dict) -> dict:
+    """``model.spike_report(x)`` of the first seed of every row whose model offers one (spike-count
+    coding: sparsity, spikes per channel, count histogram, packed memory), on the plots' input."""
+    from models.train import load_model
+    out = {}
+    for lab, a in summary.items():
+        if "carried_from" in a:
+            continue
+        d = next(iter(a["seeds"].values()))["run_dir"]
+        if not (d / "ckpt.pt").exists():
+            continue
+        model, _, ck = load_model(d / "ckpt.pt")
+        if hasattr(model, "spike_report"):
+            rep = model.spike_report(_eval_input(ck, _load(d)))
+            out[lab] = {"input": f"first {ACCOUNTING_CHUNKS} validation chunks", **rep}
+    return out
+
+
 def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -592,6 +610,11 @@ def report(args, runs: Path, families: list[str]) -> dict:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     payload["spike_plots"] = {**carried.get("spike_plots", {}), **spike_plots(summary, out_dir, name)}
+    payload["spike_reports"] = spike_reports(summary)
+    for lab, rep in payload["spike_reports"].items():
+        t = rep["total"]
+        print(f"{lab} spike coding: {t['spike_sparsity']:.3f} of counts zero, "
+              + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in t.items() if k.endswith("_bytes")))
     png = out_dir / f"{name}.png"
     if summary:
         pm = PRESETS[main_p]
