@@ -44,7 +44,7 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           "wide": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming"},
                           # sparse codes: a 10% firing-rate target in the loss
                           "sparse": {"code_bits": 32, "k": 8, "score": "hamming", "fire_target": 0.1}},
-                bench=("brain_prior",), bench_long=("brain_prior",), select=("hamming", "overlap"),
+                bench=("brain_prior", "sparse", "wide"), bench_long=("brain_prior",), select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
                             "+ k-WTA far keys"))
 # ffn_mult sets the parameter count: 807,808 (rwkv), 808,704 (alternate), 805,120 (parallel) at
