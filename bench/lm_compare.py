@@ -444,19 +444,22 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     from hdc.io import save_figure
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(20, 0.3 * len(summary) + 4.5),
+                             gridspec_kw={"width_ratios": [1.1, 1, 1]})
     names = list(summary)
     first = {n: next(iter(summary[n]["seeds"].values())) for n in names}
     ax = axes[0]
     means = [summary[n]["val_nats_per_char_mean"] for n in names]
     stds = [summary[n]["val_nats_per_char_std"] for n in names]
-    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
+    # horizontal bars: a dozen family/variant names stay readable
+    ax.barh(names, means, xerr=stds, capsize=3, color=["tab:gray" if "carried_from" in summary[n] else "tab:blue"
+                                                       for n in names])
     for i, n in enumerate(names):
         for s in summary[n]["seeds"].values():
-            ax.plot(i, s["val_nats_per_char"], "k.", ms=5)
-    ax.set_ylim(min(means) - 0.1, max(means) + 0.1)
-    ax.set_ylabel("validation nats/char (full split)")
-    ax.tick_params(axis="x", labelrotation=20)
+            ax.plot(s["val_nats_per_char"], i, "k.", ms=5)
+    ax.set_xlim(min(means) - 0.1, max(means) + 0.1)
+    ax.invert_yaxis()
+    ax.set_xlabel("validation nats/char (full split; gray: carried from an earlier sweep)")
     ax.set_title(title)
     ax = axes[1]
     for n in names:
@@ -468,7 +471,7 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     lows = [x["loss"] for n in names for x in (first[n].get("history") or [])]
     if lows and min(lows) < 3.0:
         ax.set_ylim(top=3.5)   # the first steps (~4.2 nats) would squash the part that matters
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.set_title("training curves")
     ax = axes[2]
     plotted = False
@@ -487,7 +490,7 @@ def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     ax.set_ylabel("rate / density")
     ax.set_title("per-layer firing rate and attention density (first seed)")
     if plotted:
-        ax.legend(fontsize=7, loc="center right")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if long_summary:
         txt = f"long context ({PRESETS['long']['model']['block_size']}): " + ", ".join(
             f"{n} {v['val_nats_per_char_mean']:.3f}" for n, v in long_summary.items())
