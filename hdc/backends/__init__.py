@@ -81,7 +81,7 @@ class InvalidSetting(ValueError):
 
 
 #: the values HDC_ISA accepts (the C backend's levels, fastest first, and auto)
-ISA_SETTINGS = ("auto", "avx512", "avx2", "portable")
+ISA_SETTINGS = ("auto", "avx512", "avx2", "x86-64-v2", "sve", "neon", "portable")
 
 
 # name -> (module path, what to install when it is missing)
