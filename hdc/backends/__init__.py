@@ -157,14 +157,15 @@ def auto_choice() -> tuple[str, str]:
     a level pinned below it with HDC_ISA would lose to Numba's code for the full CPU) and
     that level is faster than Numba: ``c_backend.BEATS_NUMBA`` holds the levels measured
     (bench/hamming.py), and a level missing from it (arm64 today) is timed once here, on one
-    thread, C against Numba (cached for the process).
+    thread, C against Numba (cached for the process, per C level).
     """
-    if "choice" in _auto_reason:
-        return _auto_reason["choice"], _auto_reason["reason"]
     try:
         c = load_backend("c")
     except BackendUnavailable:
         c = None
+    key = c.get_isa() if c is not None else None  # the verdict depends on the C level in use
+    if key in _auto_reason:
+        return _auto_reason[key]
     try:
         nb = load_backend("numba")
     except BackendUnavailable:
@@ -189,7 +190,7 @@ def auto_choice() -> tuple[str, str]:
         else:
             choice = "c" if verdict else "numba"
             reason = f"C level {level} {'beats' if verdict else 'is slower than'} Numba (c_backend.BEATS_NUMBA)"
-    _auto_reason.update(choice=choice, reason=reason)
+    _auto_reason[key] = (choice, reason)
     return choice, reason
 
 
