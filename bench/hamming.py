@@ -138,6 +138,64 @@ NUMBA_TARGETS = {
 }
 
 
+def bench_levels_cpu_time(dim: int, rounds: int) -> dict:
+    """Each C level and Numba on one thread, by process CPU time, interleaved in rounds (best
+    of `rounds`): on a shared machine the wall clock of a 2-thread run swings with other jobs'
+    load, while one thread's CPU time mostly does not, so these ratios are the robust ones.
+    Shape: 200 queries x 4,000 stored vectors; the portable level on 20 queries, scaled."""
+    C = load_backend("c")
+    rng = np.random.default_rng(6)
+    q, x = rand_words(rng, 200, dim), rand_words(rng, 4_000, dim)
+    out = np.empty((200, 4_000), np.int32)
+    ref = np.empty((200, 4_000), np.int32)
+    with C.use_isa(C.detected_isa()):
+        C.hamming_matrix(q, x, ref, 1)
+    runs = {}
+    for isa in C.isa_levels():
+        sub = 20 if isa == "portable" else 200
+
+        def f(isa=isa, sub=sub):
+            with C.use_isa(isa):
+                C.hamming_matrix(q[:sub], x, out[:sub], 1)
+        runs[f"C {isa}"] = (f, 200 / sub)
+    try:
+        import numba
+        NB = load_backend("numba")
+        numba.set_num_threads(1)
+        runs["Numba"] = (lambda: NB.hamming_matrix(q, x, out, 1), 1.0)
+    except (ImportError, BackendUnavailable):
+        pass
+    try:  # the fastest peer, on its best kernel for this CPU, one call on this thread
+        import numkong as nk
+        pk = nk.hammings_pack(x.view(np.uint8), dtype="uint1")
+        o32 = nk.zeros((200, 4_000), dtype="uint32")
+        runs["NumKong hammings_packed"] = (lambda: nk.hammings_packed(q.view(np.uint8), pk, out=o32), 1.0)
+    except ImportError:
+        pass
+    best = {name: float("inf") for name in runs}
+    for name, (f, _) in runs.items():
+        f()  # warm up / JIT
+    for _ in range(rounds):
+        for name, (f, scale) in runs.items():
+            t0 = time.process_time()
+            f()
+            best[name] = min(best[name], (time.process_time() - t0) * scale)
+    ok = bool((out[:20] == ref[:20]).all())
+    if "NumKong hammings_packed" in runs:
+        ok = ok and bool((np.asarray(o32).view(np.int32) == ref).all())
+    base = best.get(f"C {C.detected_isa()}")
+    res = {"dim": dim, "m": 200, "n": 4_000, "rounds": rounds, "threads": 1, "check_last": ok,
+           "cpu_s": best, "over_best_c": {k: v / base for k, v in best.items()} if base else None}
+    try:
+        import numba
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    print("levels by CPU time (1 thread):", {k: round(v, 3) for k, v in (res["over_best_c"] or {}).items()},
+          flush=True)
+    return res
+
+
 def numba_level_worker(level: str, m: int, n: int, dim: int, threads: int, repeats: int) -> dict:
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -642,6 +700,7 @@ def main():
     cal = calibrate(th, args.quick)
     print("calibration:", cal, flush=True)
     floor_rate = cal.get("floor_slices_per_s")
+    levels_cpu = bench_levels_cpu_time(10_000, 5 if args.quick else 9)
 
     rng = np.random.default_rng(0)
     main_rows, floors = [], {}
@@ -732,7 +791,7 @@ def main():
                    "ns": ns, "bind_vectors": n_bind},
         "loadavg_start": load, "loadavg_end": os.getloadavg(),
         "calibration": cal, "floors": {str(k): v for k, v in floors.items()},
-        "hamming_matrix": main_rows, "numba_at_levels": numba_levels, "topk": topk_res, "bind_permute": bp, "bundle": [bundle, bundle_8k],
+        "hamming_matrix": main_rows, "levels_cpu_time_1t": levels_cpu, "numba_at_levels": numba_levels, "topk": topk_res, "bind_permute": bp, "bundle": [bundle, bundle_8k],
         "small_call": small, "time_vs_n": series, "topk_10m": ten_m, "ratios": ratios,
         "wall_s": time.perf_counter() - t_start,
     }

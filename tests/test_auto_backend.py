@@ -84,3 +84,18 @@ def test_backend_info_shows_auto_choice():
 
     info = hdc.backend_info()
     assert info["auto"]["backend"] in ("c", "numba", "numpy") and info["auto"]["reason"]
+
+
+def test_level_missing_from_table_is_timed_once(monkeypatch):
+    """A level the table lacks (arm64's today) is decided by one timing, C against Numba, and the
+    choice follows the times it reports."""
+    import re
+
+    monkeypatch.setattr(C, "BEATS_NUMBA", {})
+    choice, reason = fresh_choice()
+    m = re.fullmatch(r"measured at first use: C (\S+) ([0-9.]+) ms, Numba ([0-9.]+) ms", reason)
+    assert m, reason
+    assert m.group(1) == C.get_isa()
+    tc, tn = float(m.group(2)), float(m.group(3))
+    if tc != tn:  # (equal after rounding to 0.01 ms: either choice agrees with the report)
+        assert choice == ("c" if tc < tn else "numba")
