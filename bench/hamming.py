@@ -94,6 +94,148 @@ def calibrate(threads: int, quick: bool) -> dict:
         res[f"slices_per_s_{th}t"] = max(rates)
     res["cycles_per_slice_1t"] = ghz * 1e9 / res["slices_per_s_1t"]
     res["floor_slices_per_s"] = res[f"slices_per_s_{threads}t"]
+    res["levels"] = calibrate_levels(threads, ghz, quick)
+    return res
+
+
+def calibrate_levels(threads: int, ghz: float, quick: bool) -> dict:
+    """The floor of each C level this CPU runs, measured now: its inner loop on registers
+    (csrc: hdc_calibrate_level; AVX-512 XOR+VPOPCNTQ+ADD, AVX2 the Harley-Seal tree, x86-64-v2
+    XOR+POPCNT+ADD, portable the compiler's generic popcount), in 512-bit pair-slices per second."""
+    C = load_backend("c")
+    lib = C.lib
+    target_s = 0.05 if quick else 0.2
+    out = {}
+    for isa in C.isa_levels():
+        lvl = C.ISA_NAMES.index(isa)
+        iters = 1000
+        while True:  # grow until one run takes target_s
+            t0 = time.perf_counter()
+            lib.hdc_calibrate_level(lvl, iters, 1)
+            if time.perf_counter() - t0 > target_s / 4 or iters > 1 << 40:
+                break
+            iters *= 4
+        row = {}
+        for th in sorted({1, threads}):
+            rates = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                slices = lib.hdc_calibrate_level(lvl, iters, th)
+                rates.append(slices / (time.perf_counter() - t0))
+            row[f"slices_per_s_{th}t"] = max(rates)
+        row["cycles_per_slice_1t"] = ghz * 1e9 / row["slices_per_s_1t"]
+        row["floor_slices_per_s"] = row[f"slices_per_s_{threads}t"]
+        out[isa] = row
+    return out
+
+
+# Numba compiled for another CPU level than this one's (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, in a
+# subprocess with its own cache): what Numba does on a CPU whose best C level is that one. These
+# rows are what c_backend.BEATS_NUMBA rests on.
+NUMBA_TARGETS = {
+    "avx2": ("haswell", "+avx2,+avx,+popcnt,+sse4.2,+sse4.1,+ssse3,+bmi,+bmi2,+fma,+f16c,+lzcnt,+movbe"),
+    "x86-64-v2": ("x86-64-v2", "+popcnt,+sse4.2,+sse4.1,+ssse3,+cx16,+sahf"),
+}
+
+
+def bench_levels_cpu_time(dim: int, rounds: int) -> dict:
+    """Each C level and Numba on one thread, by process CPU time, interleaved in rounds (best
+    of `rounds`): on a shared machine the wall clock of a 2-thread run swings with other jobs'
+    load, while one thread's CPU time mostly does not, so these ratios are the robust ones.
+    Shape: 200 queries x 4,000 stored vectors; the portable level on 20 queries, scaled."""
+    C = load_backend("c")
+    rng = np.random.default_rng(6)
+    q, x = rand_words(rng, 200, dim), rand_words(rng, 4_000, dim)
+    out = np.empty((200, 4_000), np.int32)
+    ref = np.empty((200, 4_000), np.int32)
+    with C.use_isa(C.detected_isa()):
+        C.hamming_matrix(q, x, ref, 1)
+    runs = {}
+    for isa in C.isa_levels():
+        sub = 20 if isa == "portable" else 200
+
+        def f(isa=isa, sub=sub):
+            with C.use_isa(isa):
+                C.hamming_matrix(q[:sub], x, out[:sub], 1)
+        runs[f"C {isa}"] = (f, 200 / sub)
+    try:
+        import numba
+        NB = load_backend("numba")
+        numba.set_num_threads(1)
+        runs["Numba"] = (lambda: NB.hamming_matrix(q, x, out, 1), 1.0)
+    except (ImportError, BackendUnavailable):
+        pass
+    try:  # the fastest peer, on its best kernel for this CPU, one call on this thread
+        import numkong as nk
+        pk = nk.hammings_pack(x.view(np.uint8), dtype="uint1")
+        o32 = nk.zeros((200, 4_000), dtype="uint32")
+        runs["NumKong hammings_packed"] = (lambda: nk.hammings_packed(q.view(np.uint8), pk, out=o32), 1.0)
+    except ImportError:
+        pass
+    best = {name: float("inf") for name in runs}
+    for name, (f, _) in runs.items():
+        f()  # warm up / JIT
+    for _ in range(rounds):
+        for name, (f, scale) in runs.items():
+            t0 = time.process_time()
+            f()
+            best[name] = min(best[name], (time.process_time() - t0) * scale)
+    ok = bool((out[:20] == ref[:20]).all())
+    if "NumKong hammings_packed" in runs:
+        ok = ok and bool((np.asarray(o32).view(np.int32) == ref).all())
+    base = best.get(f"C {C.detected_isa()}")
+    res = {"dim": dim, "m": 200, "n": 4_000, "rounds": rounds, "threads": 1, "check_last": ok,
+           "cpu_s": best, "over_best_c": {k: v / base for k, v in best.items()} if base else None}
+    try:
+        import numba
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    print("levels by CPU time (1 thread):", {k: round(v, 3) for k, v in (res["over_best_c"] or {}).items()},
+          flush=True)
+    return res
+
+
+def numba_level_worker(level: str, m: int, n: int, dim: int, threads: int, repeats: int) -> dict:
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    rng = np.random.default_rng(0)
+    q, x = rand_words(rng, m, dim), rand_words(rng, n, dim)
+    NB = load_backend("numba")
+    out = np.empty((m, n), np.int32)
+    NB.hamming_matrix(q[:4], x[:64], out[:4, :64], threads)
+    t = timed(lambda: NB.hamming_matrix(q, x, out, threads), repeats)
+    ref = np.empty((2, n), np.int32)
+    load_backend("numpy").hamming_matrix(q[:2], x, ref)
+    return {"time_s": t, "check": bool((out[:2] == ref).all())}
+
+
+def bench_numba_levels(m, n, dim, threads, repeats) -> dict:
+    import tempfile
+    res = {}
+    for level, (cpu, feats) in NUMBA_TARGETS.items():
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=feats, NUMBA_CACHE_DIR=cache)
+            p = subprocess.run([sys.executable, __file__, "--numba-level-worker", level, "--threads", str(threads),
+                                "--nl-shape", f"{m},{n},{dim},{repeats}"], env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            res[level] = {"error": p.stderr[-500:]}
+            continue
+        res[level] = json.loads(p.stdout.strip().splitlines()[-1])
+        res[level].update(numba_cpu=cpu)
+    # C at each of those levels on the same shape, in this process
+    C = load_backend("c")
+    rng = np.random.default_rng(0)
+    q, x = rand_words(rng, m, dim), rand_words(rng, n, dim)
+    out = np.empty((m, n), np.int32)
+    for level in res:
+        if level not in C.isa_levels() or "time_s" not in res[level]:
+            continue
+        with C.use_isa(level):
+            t = timed(lambda: C.hamming_matrix(q, x, out, threads), repeats)
+        res[level].update(c_time_s=t, c_beats_numba=t < res[level]["time_s"], m=m, n=n, dim=dim)
+        print(f"  {level:10s} C {t:8.4f} s vs Numba compiled for {res[level]['numba_cpu']}: "
+              f"{res[level]['time_s']:8.4f} s", flush=True)
     return res
 
 
@@ -526,8 +668,14 @@ def main():
     p.add_argument("--queries-10m", type=int, default=100)
     p.add_argument("--worker-10m", default=None, help=argparse_suppress())
     p.add_argument("--mode-10m", default="per-chunk memmap", help=argparse_suppress())
+    p.add_argument("--numba-level-worker", default=None, help=argparse_suppress())
+    p.add_argument("--nl-shape", default="", help=argparse_suppress())
     args = p.parse_args()
     th = args.threads
+    if args.numba_level_worker:
+        m_, n_, d_, r_ = (int(v) for v in args.nl_shape.split(","))
+        print(json.dumps(numba_level_worker(args.numba_level_worker, m_, n_, d_, th, r_)))
+        return
     if args.worker_10m:
         print(json.dumps(worker_10m(args.worker_10m, args.rows_10m, args.dim_10m, args.queries_10m, th,
                                     args.mode_10m)))
@@ -552,6 +700,7 @@ def main():
     cal = calibrate(th, args.quick)
     print("calibration:", cal, flush=True)
     floor_rate = cal.get("floor_slices_per_s")
+    levels_cpu = bench_levels_cpu_time(10_000, 5 if args.quick else 9)
 
     rng = np.random.default_rng(0)
     main_rows, floors = [], {}
@@ -572,11 +721,17 @@ def main():
         del q, x, ref
         gc.collect()
     f32 = {r["dim"]: r["time_s"] for r in main_rows if r["name"] == "torch float32 matmul"}
+    level_floor = {isa: v["floor_slices_per_s"] for isa, v in cal.get("levels", {}).items()}
     for r in main_rows:
         if r["dim"] in f32:
             r["speedup_vs_f32_matmul"] = f32[r["dim"]] / r["time_s"]
         fl = floors[r["dim"]]["floor_s"]
         r["floor_ratio"] = r["time_s"] / fl if fl else None
+        # each C level against its own floor (the best its instructions can do on this CPU)
+        isa = r["name"][2:] if r["name"].startswith("C ") else None
+        if isa in level_floor:
+            r["level_floor_ratio"] = r["time_s"] / (floors[r["dim"]]["pair_slices"] / level_floor[isa])
+    numba_levels = {} if args.quick else bench_numba_levels(m, n // 5, 10_000, th, reps)
     best_c = min(r["time_s"] for r in main_rows if r["name"] == f"C {C.detected_isa()}" and r["dim"] == 10_000)
     topk_res["ratio_to_matrix"] = topk_res["time_s_one_chunk"] / best_c
     topk_res["ratio_default_chunks_to_matrix"] = topk_res["time_s_default_chunks"] / best_c
@@ -605,7 +760,13 @@ def main():
         "bf16_matmul_over_c": (get("torch bf16 matmul") or float("nan")) / c_best,
         "int8_matmul_over_c": (get("torch int8 _int_mm") or float("nan")) / c_best,
         "numba_over_c": (get("Numba") or float("nan")) / c_best,
+        **{f"{isa}_over_its_floor": r["level_floor_ratio"] for r in main_rows if r["dim"] == 10_000
+           and "level_floor_ratio" in r and not r["name"].endswith("fresh out")
+           for isa in [r["name"][2:]]},
         "avx2_over_avx512": (get("C avx2") or float("nan")) / c_best,
+        "x86v2_over_avx512": (get("C x86-64-v2") or float("nan")) / c_best,
+        "avx2_over_numkong": (get("C avx2") or float("nan")) / (get("NumKong hammings_packed") or float("nan")),
+        "portable_over_numba": (get("C portable") or float("nan")) / (get("Numba") or float("nan")),
         "numkong_over_c": (get("NumKong hammings_packed") or float("nan")) / c_best,
         "simsimd_over_c": (get("SimSIMD cdist hamming") or float("nan")) / c_best,
         "faiss_over_c": (get("faiss hammings") or float("nan")) / c_best,
@@ -616,8 +777,13 @@ def main():
         "small_call_fixed_cost_us": small["fixed_cost_public_us"],
     }
     print()
-    cols = ["name", "dim", "time_s", "pairs_per_s", "speedup_vs_f32_matmul", "floor_ratio", "check", "note"]
+    cols = ["name", "dim", "time_s", "pairs_per_s", "speedup_vs_f32_matmul", "floor_ratio", "level_floor_ratio",
+            "check", "note"]
     print_table(main_rows, cols)
+    if numba_levels:
+        print()
+        print_table([{"level": lv, "numba_s": v.get("time_s"), **v} for lv, v in numba_levels.items()],
+                    ["level", "numba_cpu", "numba_s", "c_time_s", "c_beats_numba", "check"])
     print()
     print_table([{"ratio": k, "value": v} for k, v in ratios.items()], ["ratio", "value"])
     payload = {
@@ -625,7 +791,7 @@ def main():
                    "ns": ns, "bind_vectors": n_bind},
         "loadavg_start": load, "loadavg_end": os.getloadavg(),
         "calibration": cal, "floors": {str(k): v for k, v in floors.items()},
-        "hamming_matrix": main_rows, "topk": topk_res, "bind_permute": bp, "bundle": [bundle, bundle_8k],
+        "hamming_matrix": main_rows, "levels_cpu_time_1t": levels_cpu, "numba_at_levels": numba_levels, "topk": topk_res, "bind_permute": bp, "bundle": [bundle, bundle_8k],
         "small_call": small, "time_vs_n": series, "topk_10m": ten_m, "ratios": ratios,
         "wall_s": time.perf_counter() - t_start,
     }

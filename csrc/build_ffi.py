@@ -21,7 +21,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["hdc_core.c", "hdc_avx2.c", "hdc_avx512.c"]
+SOURCES = ["hdc_core.c", "hdc_avx2.c", "hdc_avx512.c", "hdc_x86v2.c", "hdc_neon.c", "hdc_sve.c"]
 
 
 def _rel(p: Path) -> str:

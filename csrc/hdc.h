@@ -53,9 +53,10 @@ int hdc_causal_topk(const uint64_t *q, int64_t m, const uint64_t *keys, int64_t 
                     int64_t k, int64_t q_start, int64_t window, int64_t skip_recent, int overlap,
                     int32_t *out_score, int64_t *out_idx, int threads);
 
-/* ISA levels: 0 = portable C, 1 = AVX2, 2 = AVX-512 (F/BW/VL/VPOPCNTDQ). */
-int hdc_isa_supported(int level);   /* 1 if this CPU and OS can run the level */
-int hdc_detected_isa(void);         /* best supported level, found once by CPUID + XGETBV */
+/* ISA levels: 0 = portable C, 1 = AVX2, 2 = AVX-512 (F/BW/VL/VPOPCNTDQ), 3 = x86-64-v2
+ * (SSE4.2 + POPCNT), 4 = arm64 NEON, 5 = arm64 SVE. Ids are names, not a speed order. */
+int hdc_isa_supported(int level);   /* 1 if this build, CPU and OS can run the level */
+int hdc_detected_isa(void);         /* preferred supported level (CPUID + XGETBV, or HWCAP) */
 int hdc_get_isa(void);              /* level in use now */
 int hdc_set_isa(int level);         /* 0, or HDC_EUNSUPPORTED / HDC_EINVAL */
 /* How many calls of kernel (0 bind, 1 popcount, 2 hamming_rows, 3 hamming_matrix, 4 topk,
@@ -68,7 +69,7 @@ uint64_t hdc_call_count(int kernel, int level);
 uint64_t hdc_ran_count(int kernel, int level);
 uint64_t hdc_helper_ranges(int kernel);
 uint64_t hdc_hmat_split_count(int by_rows);
-/* 1 when the x86 SIMD levels were compiled in (0: non-x86 or -DHDC_PORTABLE_ONLY). */
+/* 1 when SIMD levels were compiled in (x86-64 or arm64; 0: other CPUs or -DHDC_PORTABLE_ONLY). */
 int hdc_simd_compiled(void);
 /* 1 when compiled with -fsanitize (the HDC_SANITIZE build). */
 int hdc_sanitized(void);
@@ -81,3 +82,7 @@ int hdc_sanitized(void);
  * time it to get the core clock. Returns a value that depends on the chain. */
 int64_t hdc_calibrate_slices(int64_t iters, int threads);
 uint64_t hdc_calibrate_clock(int64_t iters);
+/* The floor of one level: `threads` threads each run `iters` steps of that level's inner loop
+ * of the Hamming tile on registers (no loads), 16 pair-slices of 512 bits per step; returns the
+ * pair-slices done, or HDC_EUNSUPPORTED when the level cannot run here. */
+int64_t hdc_calibrate_level(int level, int64_t iters, int threads);

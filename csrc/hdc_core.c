@@ -41,6 +41,11 @@ const hdc_kernels hdc_kernels_portable = {
 };
 
 /* ------------------------------------------------------------------ ISA detection */
+/* Supported levels as a bit mask (bit = level id), found once; g_detected is the first
+ * supported level of the preference list (fastest first on each architecture). */
+static const int g_preference[] = {HDC_ISA_AVX512, HDC_ISA_AVX2, HDC_ISA_X86V2, HDC_ISA_SVE, HDC_ISA_NEON,
+                                   HDC_ISA_PORTABLE};
+static unsigned g_supported = 0;
 static int g_detected = -1;
 static int g_isa = -1;
 static uint64_t g_calls[HDC_N_KERNELS][HDC_N_ISA];  /* dispatched calls */
@@ -58,8 +63,18 @@ static uint64_t xgetbv0(void) {
 }
 #endif
 
+#if HDC_ARM64
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP_SVE
+#define HWCAP_SVE (1 << 22)
+#endif
+#endif
+
 static void detect(void) {
-    int best = HDC_ISA_PORTABLE;
+    unsigned mask = 1u << HDC_ISA_PORTABLE;
 #if HDC_X86
     unsigned a, b, c, d;
     if (__get_cpuid(1, &a, &b, &c, &d)) {
@@ -71,12 +86,27 @@ static void detect(void) {
         unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0;
         if (__get_cpuid_max(0, NULL) >= 7) __cpuid_count(7, 0, a7, b7, c7, d7);
         int popcnt = (c >> 23) & 1;
+        /* x86-64-v2 as the psABI defines it: CMPXCHG16B, LAHF, POPCNT, SSE3, SSE4.1, SSE4.2, SSSE3;
+         * the kernels use POPCNT and SSE4.2 code generation, so those are what is checked */
+        int sse42 = (c >> 20) & 1, sse41 = (c >> 19) & 1, ssse3 = (c >> 9) & 1;
         int avx2 = (b7 >> 5) & 1;
         int f = (b7 >> 16) & 1, bw = (b7 >> 30) & 1, vl = (b7 >> 31) & 1, vpopcntdq = (c7 >> 14) & 1;
-        if (avx && avx2 && popcnt && ymm_os) best = HDC_ISA_AVX2;
-        if (best == HDC_ISA_AVX2 && f && bw && vl && vpopcntdq && zmm_os) best = HDC_ISA_AVX512;
+        if (popcnt && sse42 && sse41 && ssse3) mask |= 1u << HDC_ISA_X86V2;
+        if (avx && avx2 && popcnt && ymm_os) mask |= 1u << HDC_ISA_AVX2;
+        if ((mask >> HDC_ISA_AVX2) & 1 && f && bw && vl && vpopcntdq && zmm_os) mask |= 1u << HDC_ISA_AVX512;
     }
 #endif
+#if HDC_ARM64
+    unsigned long hw = getauxval(AT_HWCAP);
+    if (hw & HWCAP_ASIMD) mask |= 1u << HDC_ISA_NEON;
+#if HDC_SVE
+    if (hw & HWCAP_SVE) mask |= 1u << HDC_ISA_SVE;
+#endif
+#endif
+    g_supported = mask;
+    int best = HDC_ISA_PORTABLE;
+    for (size_t i = 0; i < sizeof g_preference / sizeof g_preference[0]; i++)
+        if ((mask >> g_preference[i]) & 1) { best = g_preference[i]; break; }
     g_detected = best;
     g_isa = best;
 }
@@ -87,7 +117,7 @@ int hdc_detected_isa(void) { ensure_init(); return g_detected; }
 
 int hdc_isa_supported(int level) {
     ensure_init();
-    return level >= 0 && level <= g_detected;
+    return level >= 0 && level < HDC_N_ISA && ((g_supported >> level) & 1);
 }
 
 int hdc_get_isa(void) { ensure_init(); return __atomic_load_n(&g_isa, __ATOMIC_RELAXED); }
@@ -95,7 +125,7 @@ int hdc_get_isa(void) { ensure_init(); return __atomic_load_n(&g_isa, __ATOMIC_R
 int hdc_set_isa(int level) {
     ensure_init();
     if (level < 0 || level >= HDC_N_ISA) return HDC_EINVAL;
-    if (level > g_detected) return HDC_EUNSUPPORTED;
+    if (!hdc_isa_supported(level)) return HDC_EUNSUPPORTED;
     __atomic_store_n(&g_isa, level, __ATOMIC_RELAXED);
     return HDC_OK;
 }
@@ -119,7 +149,7 @@ uint64_t hdc_hmat_split_count(int by_rows) {
     return __atomic_load_n(&g_hmat_split[by_rows ? 1 : 0], __ATOMIC_RELAXED);
 }
 
-int hdc_simd_compiled(void) { return HDC_X86; }
+int hdc_simd_compiled(void) { return HDC_X86 || HDC_ARM64; }
 
 int hdc_sanitized(void) {
 #if defined(__SANITIZE_ADDRESS__)
@@ -135,11 +165,20 @@ static const hdc_kernels *kernels_for(int kid) {
     int lvl = hdc_get_isa();
     hdc_tl_kid = kid;
     __atomic_fetch_add(&g_calls[kid][lvl], 1, __ATOMIC_RELAXED);
+    switch (lvl) {
 #if HDC_X86
-    if (lvl == HDC_ISA_AVX512) return &hdc_kernels_avx512;
-    if (lvl == HDC_ISA_AVX2) return &hdc_kernels_avx2;
+        case HDC_ISA_AVX512: return &hdc_kernels_avx512;
+        case HDC_ISA_AVX2: return &hdc_kernels_avx2;
+        case HDC_ISA_X86V2: return &hdc_kernels_x86v2;
 #endif
-    return &hdc_kernels_portable;
+#if HDC_ARM64
+        case HDC_ISA_NEON: return &hdc_kernels_neon;
+#endif
+#if HDC_SVE
+        case HDC_ISA_SVE: return &hdc_kernels_sve;
+#endif
+        default: return &hdc_kernels_portable;
+    }
 }
 
 /* ------------------------------------------------------------------ threading */
@@ -790,30 +829,72 @@ void hdc_transpose_block(const uint64_t *x, int64_t r0, int64_t nrows, int64_t R
 }
 
 /* ------------------------------------------------------------------ calibration */
+/* Each level's register-only inner loop: `iters` steps of 16 pair-slices of 512 bits each
+ * (the level's own file says what one step is); returns a value that depends on the work. */
 #if HDC_X86
 int64_t hdc_calibrate_slices_avx512(int64_t iters);
+int64_t hdc_calibrate_slices_avx2(int64_t iters);
+int64_t hdc_calibrate_slices_x86v2(int64_t iters);
 #endif
+#if HDC_ARM64
+int64_t hdc_calibrate_slices_neon(int64_t iters);
+#endif
+#if HDC_SVE
+int64_t hdc_calibrate_slices_sve(int64_t iters);
+#endif
+int64_t hdc_calibrate_slices_portable(int64_t iters);
 
-typedef struct { int64_t iters; volatile int64_t sink[HDC_MAX_THREADS]; } cal_ctx;
+typedef struct { int64_t iters; int level; volatile int64_t sink[HDC_MAX_THREADS]; } cal_ctx;
 
 static void cal_worker(void *p, int64_t s, int64_t e, int tid) {
     cal_ctx *c = (cal_ctx *)p;
     (void)s; (void)e;
+    int64_t v = 0;
+    switch (c->level) {
 #if HDC_X86
-    c->sink[tid] = hdc_calibrate_slices_avx512(c->iters);
-#else
-    (void)c; (void)tid;
+        case HDC_ISA_AVX512: v = hdc_calibrate_slices_avx512(c->iters); break;
+        case HDC_ISA_AVX2: v = hdc_calibrate_slices_avx2(c->iters); break;
+        case HDC_ISA_X86V2: v = hdc_calibrate_slices_x86v2(c->iters); break;
 #endif
+#if HDC_ARM64
+        case HDC_ISA_NEON: v = hdc_calibrate_slices_neon(c->iters); break;
+#endif
+#if HDC_SVE
+        case HDC_ISA_SVE: v = hdc_calibrate_slices_sve(c->iters); break;
+#endif
+        default: v = hdc_calibrate_slices_portable(c->iters); break;
+    }
+    c->sink[tid] = v;
 }
 
-int64_t hdc_calibrate_slices(int64_t iters, int threads) {
-    if (!hdc_isa_supported(HDC_ISA_AVX512)) return HDC_EUNSUPPORTED;
-    if (iters < 0 || threads < 1) return HDC_EINVAL;
+int64_t hdc_calibrate_level(int level, int64_t iters, int threads) {
+    if (level < 0 || level >= HDC_N_ISA || iters < 0 || threads < 1) return HDC_EINVAL;
+    if (!hdc_isa_supported(level)) return HDC_EUNSUPPORTED;
     cal_ctx c;
     memset(&c, 0, sizeof c);
     c.iters = iters;
+    c.level = level;
     int used = parallel_for(threads, threads, cal_worker, &c);
     return (int64_t)used * iters * 16;
+}
+
+int64_t hdc_calibrate_slices(int64_t iters, int threads) {
+    return hdc_calibrate_level(HDC_ISA_AVX512, iters, threads);
+}
+
+/* The portable floor: 128 (xor, popcount, add) word triples per step with the compiler's
+ * generic popcount (no POPCNT instruction at the default x86-64 target). */
+int64_t hdc_calibrate_slices_portable(int64_t iters) {
+    uint64_t acc[8] = {0}, t[8] = {1, 3, 5, 7, 11, 13, 17, 19}, b[16];
+    for (int j = 0; j < 16; j++) b[j] = 0x9E3779B97F4A7C15ull * (uint64_t)(j + 1);
+    for (int64_t i = 0; i < iters; i++) {
+        __asm__ volatile("" : "+m"(t), "+m"(b));
+        for (int j = 0; j < 16; j++)
+            for (int l = 0; l < 8; l++) acc[l] += (uint64_t)__builtin_popcountll(t[l] ^ b[j]);
+    }
+    uint64_t s = 0;
+    for (int l = 0; l < 8; l++) s += acc[l];
+    return (int64_t)s;
 }
 
 uint64_t hdc_calibrate_clock(int64_t iters) {

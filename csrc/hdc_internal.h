@@ -13,6 +13,21 @@
 #else
 #define HDC_X86 0
 #endif
+/* arm64 levels (NEON; SVE where the compiler has arm_sve.h) likewise */
+#if defined(__aarch64__) && !defined(HDC_PORTABLE_ONLY)
+#define HDC_ARM64 1
+#if defined(__has_include)
+/* GCC >= 11 compiles SVE intrinsics in one function under `#pragma GCC target("+sve")` */
+#if __has_include(<arm_sve.h>) && !defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11
+#define HDC_SVE 1
+#endif
+#endif
+#else
+#define HDC_ARM64 0
+#endif
+#ifndef HDC_SVE
+#define HDC_SVE 0
+#endif
 
 #define HDC_OK 0
 #define HDC_EINVAL (-1)       /* a size, stride or pointer argument is invalid */
@@ -20,7 +35,17 @@
 #define HDC_ELIMIT (-3)       /* past a documented limit (e.g. int32 distances) */
 #define HDC_EUNSUPPORTED (-4) /* ISA level not supported by this CPU/OS or not compiled */
 
-enum { HDC_ISA_PORTABLE = 0, HDC_ISA_AVX2 = 1, HDC_ISA_AVX512 = 2, HDC_N_ISA = 3 };
+/* Level ids are stable (tests and saved benchmark results name them); they are not an order
+ * of speed: hdc_core.c's preference list says which supported level is chosen. */
+enum {
+    HDC_ISA_PORTABLE = 0,
+    HDC_ISA_AVX2 = 1,
+    HDC_ISA_AVX512 = 2,
+    HDC_ISA_X86V2 = 3, /* x86-64-v2: SSE4.2 + POPCNT (scalar hardware popcount) */
+    HDC_ISA_NEON = 4,  /* arm64 Advanced SIMD (CNT per byte) */
+    HDC_ISA_SVE = 5,   /* arm64 SVE (CNT per 64-bit lane, any vector length) */
+    HDC_N_ISA = 6
+};
 enum { K_BIND, K_POPCOUNT, K_HROWS, K_HMAT, K_TOPK, K_PERMUTE, K_BITCOUNTS, K_BUNDLE, K_CAUSAL, HDC_N_KERNELS };
 
 /* Proof of what ran, counted inside the kernels rather than at dispatch: the calling
@@ -122,6 +147,13 @@ extern const hdc_kernels hdc_kernels_portable;
 #if HDC_X86
 extern const hdc_kernels hdc_kernels_avx2;
 extern const hdc_kernels hdc_kernels_avx512;
+extern const hdc_kernels hdc_kernels_x86v2;
+#endif
+#if HDC_ARM64
+extern const hdc_kernels hdc_kernels_neon;
+#endif
+#if HDC_SVE
+extern const hdc_kernels hdc_kernels_sve;
 #endif
 
 /* Shared scalar helpers (hdc_core.c). */

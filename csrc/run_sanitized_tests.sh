@@ -18,6 +18,12 @@ if ! HDC_SANITIZE=1 "$PY" csrc/build_ffi.py --outdir .asan >.asan/build.log 2>&1
     echo "sanitizer build failed" >&2
     exit 1
 fi
+# the standalone self-test (every kernel at every level against a bit-by-bit C reference)
+# under the same sanitizers, without Python in between
+"$CC" -O1 -g -std=gnu11 -fno-strict-aliasing -pthread -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -fno-omit-frame-pointer -Icsrc csrc/selftest.c csrc/hdc_core.c csrc/hdc_avx2.c csrc/hdc_avx512.c \
+    csrc/hdc_x86v2.c csrc/hdc_neon.c csrc/hdc_sve.c -o .asan/selftest
+ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" .asan/selftest "${HDC_SELFTEST_SEED:-1}" 3
 EXT=$(ls .asan/hdc/_hdc_c*.so | head -n1)
 PRELOAD="$($CC -print-file-name=libasan.so):$($CC -print-file-name=libubsan.so)"
 echo "sanitized extension: $EXT"

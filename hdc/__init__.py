@@ -56,6 +56,8 @@ def backend_info() -> dict:
         "threads": get_num_threads(),
         "load_errors": backends.load_errors(),
     }
+    choice, reason = backends.auto_choice()
+    info["auto"] = {"backend": choice, "reason": reason}
     try:
         c = backends.load_backend("c")
         info["c_isa"] = c.get_isa()

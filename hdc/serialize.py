@@ -66,6 +66,10 @@ def _digest(a: np.ndarray, version: int = FORMAT_VERSION) -> str:
     """SHA-256 of an array; from format 2 on over dtype and shape too (same bytes, other dtype
     or shape is another array)."""
     a = np.ascontiguousarray(a)
+    if a.dtype.kind in "biufcmM" and a.dtype.byteorder not in ("<", "|"):
+        # over the little-endian bytes, as the file stores them (safetensors is little-endian on
+        # every platform): a big-endian machine computes the digest a little-endian one wrote
+        a = a.astype(a.dtype.newbyteorder("<"))
     h = hashlib.sha256()
     if version >= 2:
         h.update(f"{a.dtype.str}{a.shape}".encode())

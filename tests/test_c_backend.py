@@ -1,6 +1,6 @@
 """The C backend at every ISA level this machine has equals the NumPy reference, bit for bit.
 
-Dims 1, 63, 64, 65, 511, 512, 513, random 1..5000 and one past 524,288 bits; batches 0 and 1
+Dims 1, 63, 64, 65, 127, 128, 129, 511, 512, 513 (pinned every run), random 1..5000 and one past 524,288 bits; batches 0 and 1
 included; thread counts 1..3 (results must not depend on them). A call counter proves the
 kernel ran at the pinned level, not a silent fallback.
 """
@@ -21,7 +21,7 @@ except BackendUnavailable as exc:  # pragma: no cover - exercised on machines wi
     pytest.skip(f"C backend not built: {exc}", allow_module_level=True)
 
 ISAS = C.isa_levels()
-BOUNDARY = [1, 63, 64, 65, 511, 512, 513]
+BOUNDARY = [1, 63, 64, 65, 127, 128, 129, 511, 512, 513]
 HUGE_DIM = 524_288 + 4_099  # past 64 KiB per vector, not a multiple of 64
 dims = st.one_of(st.sampled_from(BOUNDARY), st.integers(1, 5000))
 rows = st.one_of(st.sampled_from([0, 1]), st.integers(0, 70))
@@ -53,7 +53,7 @@ def test_levels_detected():
     assert C.get_isa() in ISAS or C.get_isa() == C.detected_isa()
     with pytest.raises(ValueError, match="unknown ISA"):
         C.set_isa("sse9")
-    for lvl in ("avx2", "avx512"):
+    for lvl in C.ISA_NAMES:
         if lvl not in ISAS:
             with pytest.raises(ValueError, match="not supported"):
                 C.set_isa(lvl)
@@ -67,7 +67,7 @@ def test_this_machine_has_fast_path():
     if not C.lib.hdc_simd_compiled():
         pytest.skip("extension built without the x86 SIMD levels (-DHDC_PORTABLE_ONLY)")
     assert C.detected_isa() == "avx512"
-    assert "avx512" in ISAS and "avx2" in ISAS
+    assert ISAS == ["avx512", "avx2", "x86-64-v2", "portable"]
 
 
 @settings(max_examples=30)
@@ -283,7 +283,7 @@ def test_topk_many_queries_chunked(isa):
     np.testing.assert_array_equal(i1, i2)
 
 
-@pytest.mark.parametrize("level", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("level", ["portable", "avx2", "avx512", "x86-64-v2", "neon", "sve"])
 def test_env_override_pins_level(level):
     """HDC_ISA=<level> at import pins the level (or raises for a level the CPU lacks)."""
     import subprocess
@@ -353,3 +353,60 @@ def test_ran_count_is_not_the_dispatch_count():
     C.popcount(np.zeros((0, 3), np.uint64), np.zeros(0, np.int64), 1)
     assert C.call_count("popcount") == before_calls + 1
     assert C.ran_count("popcount") == before_ran
+
+
+@pytest.mark.parametrize("dim", BOUNDARY)
+def test_word_boundary_dims_every_kernel(isa, dim):
+    """The word-boundary dims, pinned (not left to hypothesis): every kernel at this level
+    equals the reference, and each kernel's body at this level ran (``ran_count``: counted
+    inside the level's code, so a silent fallback to another level fails here)."""
+    rng = np.random.default_rng(dim)
+    ran = {kern: C.ran_count(kern, isa) for kern in C.KERNELS}
+    q, x = words(rng, 9, dim), words(rng, 45, dim)  # >= 4 queries: the tiled and fused paths
+    got, want = np.zeros((9, 45), np.int32), np.zeros((9, 45), np.int32)
+    C.hamming_matrix(q, x, got, 2)
+    R.hamming_matrix(q, x, want)
+    np.testing.assert_array_equal(got, want)
+    for k in (1, 7, 45):
+        d1, i1 = np.zeros((9, k), np.int32), np.zeros((9, k), np.int64)
+        d2, i2 = d1.copy(), i1.copy()
+        C.topk(q, x, k, d1, i1, 2)
+        R.topk(q, x, k, d2, i2)
+        np.testing.assert_array_equal(d1, d2)
+        np.testing.assert_array_equal(i1, i2)
+    b1 = np.empty_like(x)
+    C.bind(x, x[::-1].copy(), b1, 1)
+    np.testing.assert_array_equal(b1, x ^ x[::-1])
+    p1, p2 = np.zeros(45, np.int64), np.zeros(45, np.int64)
+    C.popcount(x, p1, 1)
+    R.popcount(x, p2)
+    np.testing.assert_array_equal(p1, p2)
+    C.hamming_rows(x, x[::-1].copy(), p1, 1)
+    R.hamming_rows(x, x[::-1].copy(), p2)
+    np.testing.assert_array_equal(p1, p2)
+    s1, s2 = np.empty_like(x), np.empty_like(x)
+    C.permute(x, dim // 3, dim, s1, 1)
+    R.permute(x, dim // 3, dim, s2)
+    np.testing.assert_array_equal(s1, s2)
+    c1, c2 = np.zeros(dim, np.int64), np.zeros(dim, np.int64)
+    C.bit_counts(x, dim, c1, 1)
+    R.bit_counts(x, dim, c2)
+    np.testing.assert_array_equal(c1, c2)
+    tie = words(rng, 1, dim)[0]
+    m1, m2 = np.empty(x.shape[1], np.uint64), np.empty(x.shape[1], np.uint64)
+    C.bundle_majority(x[:44], dim, tie, m1, 1)
+    R.bundle_majority(x[:44], dim, tie, m2)
+    np.testing.assert_array_equal(m1, m2)
+    for overlap in (False, True):
+        o1, j1 = np.zeros((9, 5), np.int32), np.zeros((9, 5), np.int64)
+        o2, j2 = o1.copy(), j1.copy()
+        C.causal_topk(q, x, 5, 30, 20, 1, overlap, o1, j1, 1)
+        R.causal_topk(q, x, 5, 30, 20, 1, overlap, o2, j2)
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(j1, j2)
+    # the bit-sliced counters take word columns in groups of the level's vector width (up to 8
+    # words at avx512) and the remainder columns one word at a time on the portable code: rows
+    # narrower than 8 words may run bit_counts/bundle_majority on the portable remainder only
+    exempt = ("bit_counts", "bundle_majority") if x.shape[1] < 8 else ()
+    not_run = [kern for kern in C.KERNELS if C.ran_count(kern, isa) == ran[kern] and kern not in exempt]
+    assert not not_run, f"kernels whose {isa} code never ran: {not_run}"

@@ -360,3 +360,43 @@ def test_saved_file_has_the_normal_mode(tmp_path, saved):
     finally:
         os.umask(old)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+# ---------------------------------------------------------------- byte order
+# Model files are little-endian on every platform (safetensors stores little-endian). A
+# big-endian machine holds its arrays in '>' order natively; the byte-swapped dtypes below
+# are those arrays, so these tests check on this machine what a big-endian one would do.
+@pytest.mark.parametrize("dtype", ["<i8", "<u8", "<f8", "<i4", "<f4"])
+def test_digest_does_not_depend_on_byte_order(dtype):
+    a = (np.arange(-20, 20) * 977).astype(dtype).reshape(5, 8)
+    swapped = a.astype(np.dtype(dtype).newbyteorder(">"))
+    assert swapped.tobytes() != a.tobytes()  # really another memory layout
+    assert S._digest(swapped) == S._digest(a)
+
+
+def _header_data(path):
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def _tensor_bytes(path, name):
+    header, data = _header_data(path)
+    lo, hi = header[name]["data_offsets"]
+    return header[name]["dtype"], data[lo:hi]
+
+
+def test_saved_file_is_little_endian_from_big_endian_arrays(tmp_path, digits):
+    Xtr, ytr, Xte, _ = digits
+    pipe = make_pipeline(E.RandomProjectionEncoder(dim=640, seed=5), C.CentroidClassifier(dim=640)).fit(Xtr, ytr)
+    native = S.save(tmp_path / "native.safetensors", pipe)
+    counters = pipe[-1].counters_
+    pipe[-1].counters_ = counters.astype(counters.dtype.newbyteorder(">"))  # as a big-endian machine holds it
+    swapped = S.save(tmp_path / "swapped.safetensors", pipe)
+    dtype, data = _tensor_bytes(swapped, "counters")
+    assert dtype == "I64" and data == counters.astype("<i8").tobytes()
+    # the same file (safetensors writes the metadata keys in no fixed order, so compare parsed)
+    assert _header_data(native) == _header_data(swapped)
+    back = S.load(swapped)
+    np.testing.assert_array_equal(back[-1].counters_, counters)
+    np.testing.assert_array_equal(back.predict(Xte), pipe.predict(Xte))

@@ -36,8 +36,11 @@ Kernels may assume that outputs share no memory with inputs and that pad bits ar
 overlaps an input, and refuses set pad bits).
 
 Selection: ``HDC_BACKEND`` (``numpy``, ``numba``, ``c`` or ``auto``), :func:`set_backend`,
-or the :func:`use_backend` context manager. ``auto`` picks the fastest available:
-c, then numba, then numpy (the reference, always present).
+or the :func:`use_backend` context manager. ``auto`` picks the fastest available: c when its
+ISA level is this CPU's best one *and* that level beats Numba (:func:`auto_choice`: a table
+measured against Numba compiled for the same CPU level, or, for a level the table lacks, one
+timing at first use), else numba, then numpy (the reference, always present). The portable C
+level never wins over an installed Numba. ``backend_info()["auto"]`` says what was chosen and why.
 
 Settings are checked when this module is imported: an unknown ``HDC_BACKEND`` or ``HDC_ISA``
 value, or a bad ``HDC_NUM_THREADS``, raises :class:`InvalidSetting` listing the valid values
@@ -63,6 +66,7 @@ __all__ = [
     "set_backend",
     "use_backend",
     "load_backend",
+    "auto_choice",
     "get_num_threads",
     "set_num_threads",
 ]
@@ -81,7 +85,7 @@ class InvalidSetting(ValueError):
 
 
 #: the values HDC_ISA accepts (the C backend's levels, fastest first, and auto)
-ISA_SETTINGS = ("auto", "avx512", "avx2", "portable")
+ISA_SETTINGS = ("auto", "avx512", "avx2", "x86-64-v2", "sve", "neon", "portable")
 
 
 # name -> (module path, what to install when it is missing)
@@ -131,9 +135,69 @@ def available_backends() -> list[str]:
     return out
 
 
+_auto_reason: dict = {}
+
+
+def _time_matrix(mod, q, x, out, repeats: int = 3) -> float:
+    import time
+
+    mod.hamming_matrix(q, x, out, 1)  # compile / warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mod.hamming_matrix(q, x, out, 1)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def auto_choice() -> tuple[str, str]:
+    """(backend, reason) that ``auto`` picks: the C backend only at a level that beats Numba.
+
+    C wins when its current level is the CPU's best one (Numba compiles for the host CPU, so
+    a level pinned below it with HDC_ISA would lose to Numba's code for the full CPU) and
+    that level is faster than Numba: ``c_backend.BEATS_NUMBA`` holds the levels measured
+    (bench/hamming.py), and a level missing from it (arm64 today) is timed once here, on one
+    thread, C against Numba (cached for the process, per C level).
+    """
+    try:
+        c = load_backend("c")
+    except BackendUnavailable:
+        c = None
+    key = c.get_isa() if c is not None else None  # the verdict depends on the C level in use
+    if key in _auto_reason:
+        return _auto_reason[key]
+    try:
+        nb = load_backend("numba")
+    except BackendUnavailable:
+        nb = None
+    if c is not None and nb is None:
+        choice, reason = "c", f"C at {c.get_isa()} (Numba not installed)"
+    elif c is None:
+        choice, reason = ("numba", "no C extension") if nb is not None else ("numpy", "neither C nor Numba")
+    else:
+        level, best = c.get_isa(), c.detected_isa()
+        verdict = c.BEATS_NUMBA.get(level)
+        if level != best:
+            choice, reason = "numba", f"C level {level} is pinned below this CPU's {best}; Numba compiles for {best}"
+        elif verdict is None:
+            rng = np.random.default_rng(0)
+            q = rng.integers(0, 2**63, (64, 157), dtype=np.uint64)
+            x = rng.integers(0, 2**63, (2048, 157), dtype=np.uint64)
+            out = np.empty((64, 2048), np.int32)
+            tc, tn = _time_matrix(c, q, x, out), _time_matrix(nb, q, x, out)
+            choice = "c" if tc < tn else "numba"
+            reason = f"measured at first use: C {level} {tc * 1e3:.2f} ms, Numba {tn * 1e3:.2f} ms"
+        else:
+            choice = "c" if verdict else "numba"
+            reason = f"C level {level} {'beats' if verdict else 'is slower than'} Numba (c_backend.BEATS_NUMBA)"
+    _auto_reason[key] = (choice, reason)
+    return choice, reason
+
+
 def _resolve(name: str) -> str:
     if name == "auto":
-        for cand in _AUTO_ORDER:
+        first, _ = auto_choice()
+        for cand in (first,) + _AUTO_ORDER:
             try:
                 load_backend(cand)
                 return cand
