@@ -358,7 +358,7 @@ def sb_plot(rows: list[dict], dense: dict, per_source: list[dict], vocab: int, p
             ax.axhline(math.log(vocab), color="gray", ls=":", label="uniform ln(vocab)")
         else:
             ax.axhline(100, color="k", ls="--", label="dense twin")
-        ax.set_xlabel("extra training steps (batch 12 x 64 tokens)")
+        ax.set_xlabel("extra training steps (batch of 12 sequences)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     axes[0].set_title(title)
