@@ -56,8 +56,8 @@ from spiking_attention.moe import FFNS, MoEFFN
 from spiking_attention.spike_coding import CODINGS, SpikeCodedLinear, count_stats, trains_memory
 from spiking_attention.stats import reporting_layers
 
-from .base import (RecurrentDecoder, TrunkConfig, check_choice, check_idx, check_int, generate_with_decoder,
-                   sample_next)
+from .base import (RecurrentDecoder, TrunkConfig, check_choice, check_generate_args, check_idx, check_int,
+                   generate_with_decoder, sample_next)
 
 LAYOUTS = ("alternate", "parallel", "linear", "window")
 POS_EMBS = ("rotary", "learned")
@@ -251,6 +251,9 @@ class HybridLM(nn.Module):
         """
         if self.wpe is None:
             return generate_with_decoder(self, idx, max_new_tokens, temperature, top_k, generator)
+        check_generate_args(idx, temperature)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         T = self.config.block_size
         n_cached = max(0, min(max_new_tokens, T - idx.shape[1] + 1)) if idx.shape[1] <= T else 0
         if n_cached:
