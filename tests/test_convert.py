@@ -334,6 +334,8 @@ def test_to_hybrid_refuses_unsupported_sources():
         to_hybrid(_dense(), spike_coding="rate")
     with pytest.raises(ValueError, match="learned position embeddings cover 16 positions"):
         to_hybrid(_dense()).hidden(_tokens(B=1)[:, :4], None, "recurrent", start=14)
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0, got -1"):
+        to_hybrid(_dense()).generate(_tokens(B=1)[:, :2], -1)
 
 
 def test_gpt_shape_variant_is_the_converted_architecture():
