@@ -146,7 +146,8 @@ def run_bits(ckpt: Path, bits: int, out: Path, *, qat_steps: int, qat_lr: float,
     from models.convert import convert, save_converted
     from models.train import AdamWLearner, TrainConfig, load_model, train
     res_path = out / "result.json"
-    want = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "bits": bits, "qat_steps": qat_steps, "qat_lr": qat_lr,
+    want = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "bits": bits, "qat_steps": qat_steps,
+            "qat_lr": qat_lr,
             "eval_chars": dense_info["eval_chars"]}
     if res_path.exists():
         cached = json.loads(res_path.read_text())
@@ -271,14 +272,20 @@ def plot(rows: list[dict], dense: dict, vocab: int, path: Path, title: str) -> N
 def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layout: str, window: int,
            coding: str, data, dense_info: dict) -> dict:
     """One arm (``converted`` or ``scratch``) of the SpikingBrain route: validation nats/char after
-    each number of extra steps in ``steps``; cached in ``out/result.json`` (the run's checkpoint resumes)."""
+    each number of extra steps in ``steps``; cached in ``out/result.json`` (the run's checkpoint resumes).
+
+    Both arms of the dense twin of seed s draw their batches with data_seed 7000 + s and the
+    scratch arm initialises with seed s, so the 3 seeds are 3 independent runs of each arm.
+    """
     from dataclasses import asdict
 
     from models import build_model
     from models.convert import hybrid_config_for, to_hybrid
     from models.train import TrainConfig, evaluate, load_model, train
-    want = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "arm": arm, "steps": steps, "lr": lr,
-            "layout": layout, "window": window, "spike_coding": coding, "eval_chars": dense_info["eval_chars"]}
+    seed = int(dense_info["seed"])
+    want = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "arm": arm, "seed": seed, "steps": steps,
+            "lr": lr, "layout": layout, "window": window, "spike_coding": coding,
+            "eval_chars": dense_info["eval_chars"]}
     res_path = out / "result.json"
     if res_path.exists():
         cached = json.loads(res_path.read_text())
@@ -287,7 +294,7 @@ def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layo
     tok, train_ids, val_ids, _ = data
     dense, _, _ = load_model(ckpt)
     vocab, T = dense.config.vocab_size, dense.config.block_size
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     if arm == "converted":
         model = to_hybrid(dense, layout=layout, window=window, spike_coding=coding,
                           calib=calibration(train_ids, T, seed=0))
@@ -296,7 +303,7 @@ def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layo
                                                                spike_coding=coding)))
     n_max = max(steps)
     cfg = TrainConfig(max_iters=max(1, n_max), batch_size=12, learning_rate=lr, min_lr=lr,
-                      warmup_iters=min(20, n_max // 10), seed=0, data_seed=7000, threads=1,
+                      warmup_iters=min(20, n_max // 10), seed=seed, data_seed=7000 + seed, threads=1,
                       ckpt_every=10 ** 9, log_every=10)
     row = {"settings": want, "arm": arm, "points": []}
     t_train = 0.0
@@ -443,7 +450,8 @@ def main(argv=None) -> int:
             tag = f"sb_{a.sb_layout}_w{a.sb_window}_{a.sb_spike_coding}"
             print(f"[{time.perf_counter() - t_start:6.1f}s] {ckpt_label(ckpt)}: SpikingBrain route ({tag}), "
                   f"dense {dense['val_nats_per_char']:.4f} nats/char", flush=True)
-            sb = {"ckpt": ckpt_label(ckpt), "seed": dense["seed"], "dense_val_nats_per_char": dense["val_nats_per_char"]}
+            sb = {"ckpt": ckpt_label(ckpt), "seed": dense["seed"],
+                  "dense_val_nats_per_char": dense["val_nats_per_char"]}
             for arm, lr in (("converted", a.sb_lr), ("scratch", a.sb_scratch_lr)):
                 sb[arm] = sb_arm(Path(ckpt).resolve(), out / tag / arm, arm, steps=sb_steps, lr=lr,
                                  layout=a.sb_layout, window=a.sb_window, coding=a.sb_spike_coding, data=data,
@@ -511,7 +519,8 @@ def main(argv=None) -> int:
             "training": {"optimizer": "AdamW (harness), batch 12, weight decay 0.1, grad clip 1.0",
                          "schedule": "min(20, max_steps // 10) warm-up steps, then constant lr; every point is a "
                                      "snapshot of one run of max(steps) steps",
-                         "converted_lr": a.sb_lr, "scratch_lr": a.sb_scratch_lr, "data_seed": 7000,
+                         "converted_lr": a.sb_lr, "scratch_lr": a.sb_scratch_lr,
+                         "data_seed": "7000 + the dense twin's seed", "init_seed": "the dense twin's seed",
                          "steps_as_frac_of_dense_run": [n / max(1, per_source[0]["dense_steps"]) for n in sb_steps]},
             "rows": sb_rows, "float_at_0_steps_val_nats_per_char_mean": statistics.fmean(f0),
             "sources": sb_sources, "plot": sb_png}

@@ -317,7 +317,8 @@ def test_to_hybrid_generation_past_the_context_crops_like_the_twin():
 
 def test_to_hybrid_refuses_unsupported_sources():
     from models.convert import to_hybrid
-    with pytest.raises(ValueError, match=r"source\.config\.attention='topk'.*allowed: attention in \('dense', 'window'\)"):
+    with pytest.raises(ValueError,
+                       match=r"source\.config\.attention='topk'.*allowed: attention in \('dense', 'window'\)"):
         to_hybrid(_dense(attention="topk", k=4))
     spiking = build_model("spiking_kwta", {**TINY, "code_bits": 16, "k": 4})
     with pytest.raises(ValueError, match="source must be a model of the 'gpt' family.*got SpikingTransformerLM"):
