@@ -397,11 +397,17 @@ def main(argv=None) -> int:
     p.add_argument("--sb-lr", type=float, default=3e-4, help="SpikingBrain: lr of the converted model")
     p.add_argument("--sb-scratch-lr", type=float, default=1e-3, help="SpikingBrain: lr of the from-scratch arm")
     p.add_argument("--sb-spike-coding", default="adaptive", help="SpikingBrain: adaptive | none")
+    p.add_argument("--sb-arms", default="converted,scratch",
+                   help="SpikingBrain: arms to compute (several processes can fill the cache in parallel, one "
+                        "arm each; the JSON needs both, so a run with one arm only fills the cache)")
     a = parse_args(p, argv)
     sb_steps = sorted({int(x) for x in a.sb_steps.split(",") if x})
     if not sb_steps or sb_steps[0] < 0:
         p.error(f"--sb-steps must list step counts >= 0, got {a.sb_steps!r}")
     run_bt, run_sb = a.route in ("braintransformers", "both"), a.route in ("spikingbrain", "both")
+    sb_arms = [x for x in a.sb_arms.split(",") if x]
+    if not sb_arms or set(sb_arms) - {"converted", "scratch"}:
+        p.error(f"--sb-arms takes a comma list of 'converted' and 'scratch', got {a.sb_arms!r}")
     from models.train import load_checkpoint, prepare_data
     torch.set_num_threads(1)
     bits_list = [int(x) for x in a.bits.split(",") if x]
@@ -453,6 +459,8 @@ def main(argv=None) -> int:
             sb = {"ckpt": ckpt_label(ckpt), "seed": dense["seed"],
                   "dense_val_nats_per_char": dense["val_nats_per_char"]}
             for arm, lr in (("converted", a.sb_lr), ("scratch", a.sb_scratch_lr)):
+                if arm not in sb_arms:
+                    continue
                 sb[arm] = sb_arm(Path(ckpt).resolve(), out / tag / arm, arm, steps=sb_steps, lr=lr,
                                  layout=a.sb_layout, window=a.sb_window, coding=a.sb_spike_coding, data=data,
                                  dense_info=dense)
@@ -488,6 +496,9 @@ def main(argv=None) -> int:
     if run_bt:
         plot(rows, dense_sum, vocab, png, f"conversion of the dense twin ({len(ckpts)} seed(s))")
     sb_payload: dict | str = NOT_RUN
+    if run_sb and len(sb_arms) < 2:
+        print(f"--sb-arms {a.sb_arms}: the cache is filled; run with both arms to write the results")
+        return 0
     if run_sb:
         sb_rows = sb_summary(sb_sources, sb_steps)
         sb_png = out_dir / f"{name}_spikingbrain.png"
