@@ -270,7 +270,7 @@ def plot(rows: list[dict], dense: dict, vocab: int, path: Path, title: str) -> N
 # ----------------------------------------------------------------------------- SpikingBrain route
 
 def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layout: str, window: int,
-           coding: str, data, dense_info: dict) -> dict:
+           coding: str, data, dense_info: dict, cached_only: bool = False) -> dict | None:
     """One arm (``converted`` or ``scratch``) of the SpikingBrain route: validation nats/char after
     each number of extra steps in ``steps``; cached in ``out/result.json`` (the run's checkpoint resumes).
 
@@ -291,6 +291,8 @@ def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layo
         cached = json.loads(res_path.read_text())
         if cached.get("settings") == want:
             return cached
+    if cached_only:
+        return None
     tok, train_ids, val_ids, _ = data
     dense, _, _ = load_model(ckpt)
     vocab, T = dense.config.vocab_size, dense.config.block_size
@@ -400,6 +402,9 @@ def main(argv=None) -> int:
     p.add_argument("--sb-arms", default="converted,scratch",
                    help="SpikingBrain: arms to compute (several processes can fill the cache in parallel, one "
                         "arm each; the JSON needs both, so a run with one arm only fills the cache)")
+    p.add_argument("--sb-cached-only", action="store_true",
+                   help="SpikingBrain: report only the checkpoints whose arms are both cached (the rest are "
+                        "listed as not finished), computing nothing")
     a = parse_args(p, argv)
     sb_steps = sorted({int(x) for x in a.sb_steps.split(",") if x})
     if not sb_steps or sb_steps[0] < 0:
@@ -438,7 +443,7 @@ def main(argv=None) -> int:
     tok, train_ids, val_ids = prepare_data(text=text)
     if a.eval_chars:
         val_ids = val_ids[: a.eval_chars + 1]
-    per_source, dense_rows, sb_sources = [], [], []
+    per_source, dense_rows, sb_sources, sb_unfinished = [], [], [], []
     t_start = time.perf_counter()
     for ckpt in ckpts:
         ck = load_checkpoint(ckpt)
@@ -458,13 +463,19 @@ def main(argv=None) -> int:
                   f"dense {dense['val_nats_per_char']:.4f} nats/char", flush=True)
             sb = {"ckpt": ckpt_label(ckpt), "seed": dense["seed"],
                   "dense_val_nats_per_char": dense["val_nats_per_char"]}
+            complete = True
             for arm, lr in (("converted", a.sb_lr), ("scratch", a.sb_scratch_lr)):
                 if arm not in sb_arms:
                     continue
                 sb[arm] = sb_arm(Path(ckpt).resolve(), out / tag / arm, arm, steps=sb_steps, lr=lr,
                                  layout=a.sb_layout, window=a.sb_window, coding=a.sb_spike_coding, data=data,
-                                 dense_info=dense)
-            sb_sources.append(sb)
+                                 dense_info=dense, cached_only=a.sb_cached_only)
+                complete = complete and sb[arm] is not None
+            if complete:
+                sb_sources.append(sb)
+            else:
+                sb_unfinished.append(ckpt_label(ckpt))
+                print(f"    not finished (--sb-cached-only): {ckpt_label(ckpt)}", flush=True)
         for b in (bits_list if run_bt else []):
             r = run_bits(Path(ckpt).resolve(), b, out / f"b{b}", qat_steps=qat_steps if b in qat_bits else 0,
                          qat_lr=a.qat_lr, data=data, n_gen=a.gen_tokens, dense_info=dense)
@@ -496,11 +507,12 @@ def main(argv=None) -> int:
     if run_bt:
         plot(rows, dense_sum, vocab, png, f"conversion of the dense twin ({len(ckpts)} seed(s))")
     sb_payload: dict | str = NOT_RUN
-    if run_sb and len(sb_arms) < 2:
+    if run_sb and (len(sb_arms) < 2 or not sb_sources):
         print(f"--sb-arms {a.sb_arms}: the cache is filled; run with both arms to write the results")
         return 0
     if run_sb:
         sb_rows = sb_summary(sb_sources, sb_steps)
+        sb_dense = {"val_nats_per_char_mean": statistics.fmean(s["dense_val_nats_per_char"] for s in sb_sources)}
         sb_png = out_dir / f"{name}_spikingbrain.png"
         sb_table = [{"extra steps": r["steps"],
                      "converted nats/char": f"{r['converted_val_nats_per_char_mean']:.4f} "
@@ -513,10 +525,10 @@ def main(argv=None) -> int:
         print(f"\n== SpikingBrain-style route: to_hybrid(layout={a.sb_layout}, window={a.sb_window}, "
               f"spike_coding={a.sb_spike_coding}) of {len(sb_sources)} dense twin(s), then continued training "
               f"(lr {a.sb_lr}); scratch: same architecture, fresh init (lr {a.sb_scratch_lr}); dense "
-              f"{dense_sum['val_nats_per_char_mean']:.4f}, uniform {math.log(vocab):.4f} ==")
+              f"{sb_dense['val_nats_per_char_mean']:.4f}, uniform {math.log(vocab):.4f} ==")
         print_table(sb_table, list(sb_table[0]))
         print(f"converted with spike coding off, 0 steps: {statistics.fmean(f0):.4f} nats/char (mean)")
-        sb_plot(sb_rows, dense_sum, sb_sources, vocab, sb_png,
+        sb_plot(sb_rows, sb_dense, sb_sources, vocab, sb_png,
                 f"SpikingBrain-style conversion ({len(sb_sources)} seed(s))")
         sb_payload = {
             "description": "models.convert.to_hybrid of the dense twin (attention -> the hybrid's GLA / sliding-window "
@@ -534,7 +546,11 @@ def main(argv=None) -> int:
                          "data_seed": "7000 + the dense twin's seed", "init_seed": "the dense twin's seed",
                          "steps_as_frac_of_dense_run": [n / max(1, per_source[0]["dense_steps"]) for n in sb_steps]},
             "rows": sb_rows, "float_at_0_steps_val_nats_per_char_mean": statistics.fmean(f0),
-            "sources": sb_sources, "plot": sb_png}
+            "dense_val_nats_per_char_mean_of_these_sources": sb_dense["val_nats_per_char_mean"],
+            "sources": sb_sources, "plot": sb_png,
+            "not_finished": {"ckpts": sb_unfinished,
+                             "why": "their continued-training arms did not finish in this session's CPU time "
+                                    "(--sb-cached-only reports the finished ones)"} if sb_unfinished else None}
     from spiking_attention.accounting import ENERGY_NOTE, ENERGY_PRESETS
     payload = {
         "description": "thermometer-coded integrate-and-fire conversion (BrainTransformers-style, per-token "
