@@ -474,7 +474,7 @@ def main(argv=None) -> int:
             if complete:
                 sb_sources.append(sb)
             else:
-                sb_unfinished.append(ckpt_label(ckpt))
+                sb_unfinished.append(sb)   # with whichever arm finished
                 print(f"    not finished (--sb-cached-only): {ckpt_label(ckpt)}", flush=True)
         for b in (bits_list if run_bt else []):
             r = run_bits(Path(ckpt).resolve(), b, out / f"b{b}", qat_steps=qat_steps if b in qat_bits else 0,
@@ -548,7 +548,7 @@ def main(argv=None) -> int:
             "rows": sb_rows, "float_at_0_steps_val_nats_per_char_mean": statistics.fmean(f0),
             "dense_val_nats_per_char_mean_of_these_sources": sb_dense["val_nats_per_char_mean"],
             "sources": sb_sources, "plot": sb_png,
-            "not_finished": {"ckpts": sb_unfinished,
+            "not_finished": {"sources": sb_unfinished,
                              "why": "their continued-training arms did not finish in this session's CPU time "
                                     "(--sb-cached-only reports the finished ones)"} if sb_unfinished else None}
     from spiking_attention.accounting import ENERGY_NOTE, ENERGY_PRESETS
