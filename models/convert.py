@@ -242,7 +242,7 @@ def to_hybrid(source, *, layout: str = "alternate", window: int = 16, spike_codi
     :func:`hybrid_weight_map` are copied. Which start fresh, and why:
 
     * GLA gates (``gate_down``, ``gate_up``): the hybrid's own initialisation (gates near
-      e^(-1/(16*1.44)) ~ 0.96 per token, a memory of a few dozen tokens), learned in the
+      e^(-ln 2 / 16) ~ 0.96 per token, a memory of a few dozen tokens), learned in the
       continued training;
     * GLA ``norm_weight`` (the scale after its per-head RMS norm): with ``calib`` (B, T) token
       ids, the RMS of each channel of the dense attention's head outputs on that text, so the
