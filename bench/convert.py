@@ -1,6 +1,10 @@
-"""How much of the trained dense twin survives conversion to thermometer-coded spikes, for b = 2..8.
+"""How much of the trained dense twin survives conversion to spikes: thermometer-coded IF layers
+for b = 2..8 (BrainTransformers-style) and the hybrid with spike coding (SpikingBrain-style).
 
-For each dense checkpoint (``--ckpt``, repeatable, or ``--train-seeds``: the dense twin trained
+``--route`` picks what runs: ``braintransformers``, ``spikingbrain`` or ``both`` (default); every
+result is cached, so a later ``--route both`` writes the one JSON from the caches.
+
+BrainTransformers route. For each dense checkpoint (``--ckpt``, repeatable, or ``--train-seeds``: the dense twin trained
 here through :func:`models.train.train_run` with the comparison's recipe, cached under
 ``--runs``) and each b:
 
@@ -22,12 +26,25 @@ so its count takes 2**(b+1) - 1 levels (b bits of magnitude and a sign): the row
 (b+1)-bit signed quantization.
 
 Every (checkpoint, b) result is cached (``<runs>/<source id>/b<b>/``, with the QAT checkpoint,
-which resumes), so an interrupted run continues. The SpikingBrain-style route (hybrid
-attention from the dense twin) is not measured here: its layers (issue 13) are not on main.
+which resumes), so an interrupted run continues.
+
+SpikingBrain route (arXiv 2509.05276). For each dense checkpoint:
+:func:`models.convert.to_hybrid` (``--sb-layout``, default alternate: GLA in even layers,
+sliding window of ``--sb-window`` tokens in odd ones; adaptive-threshold spike coding into every
+projection; the GLA output scales calibrated on 16 training chunks), then continued training
+through the harness (:func:`models.train.train`: AdamW, batch 12, 20 warm-up steps, then the
+constant learning rate ``--sb-lr``), validation nats/char on the full split after each of
+``--sb-steps`` extra steps (snapshots of one run, taken with the harness's ``stop_after``: a
+constant rate makes every snapshot an "anytime" model, not the end of a shorter schedule).
+Beside it, the same architecture from a fresh initialisation (the registered ``hybrid/gpt_shape``
+variant) trained for the same steps at ``--sb-scratch-lr`` (the harness's recipe peak), and the
+dense twin. The float hybrid (spike coding off) at 0 steps separates the cost of the attention
+swap from that of the spike coding. Cached under ``<runs>/<source id>/sb_<settings>/``.
 
     python bench/convert.py --quick
     python bench/convert.py --train-seeds 0,1,2                 # trains (or reuses) the 3 dense twins
     python bench/convert.py --ckpt runs/lm_compare/main/gpt/dense/seed0/ckpt.pt --bits 2,4,8
+    python bench/convert.py --route spikingbrain --ckpt A/ckpt.pt --ckpt B/ckpt.pt --sb-steps 0,50,100,200
 """
 from __future__ import annotations
 
@@ -53,8 +70,22 @@ DEFAULT_RUNS = REPO / "runs" / "convert"
 QUICK_RUNS = REPO / "runs" / "convert_quick"
 QUICK_SHAPE = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
 TARGETS = {"b8_no_retraining_gap_recovered": 0.99, "b4_after_qat_gap_recovered": 0.90, "qat_max_frac_of_steps": 0.10}
-SPIKINGBRAIN = ("not done: the SpikingBrain-style route needs the hybrid gated-linear + sliding-window layers "
-                "of issue 13, which are not on main (git log main | grep -i hybrid finds nothing)")
+ROUTES = ("braintransformers", "spikingbrain", "both")
+NOT_RUN = "not run in this invocation (--route)"
+
+
+def ckpt_label(ckpt: Path) -> str:
+    """A checkpoint's name for the results: its repository-relative path, or, outside this
+    repository, ``<checkout>:<path inside that checkout>`` (bench/results stores no absolute paths)."""
+    p = Path(ckpt).resolve()
+    try:
+        return str(p.relative_to(REPO.resolve()))
+    except ValueError:
+        pass
+    for parent in p.parents:
+        if (parent / ".git").exists():
+            return f"{parent.name}:{p.relative_to(parent)}"
+    return p.name
 
 
 def source_id(ckpt: Path) -> str:
@@ -115,7 +146,8 @@ def run_bits(ckpt: Path, bits: int, out: Path, *, qat_steps: int, qat_lr: float,
     from models.convert import convert, save_converted
     from models.train import AdamWLearner, TrainConfig, load_model, train
     res_path = out / "result.json"
-    want = {"ckpt": str(ckpt), "bits": bits, "qat_steps": qat_steps, "qat_lr": qat_lr,
+    want = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "bits": bits, "qat_steps": qat_steps,
+            "qat_lr": qat_lr,
             "eval_chars": dense_info["eval_chars"]}
     if res_path.exists():
         cached = json.loads(res_path.read_text())
@@ -235,6 +267,117 @@ def plot(rows: list[dict], dense: dict, vocab: int, path: Path, title: str) -> N
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- SpikingBrain route
+
+def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layout: str, window: int,
+           coding: str, data, dense_info: dict, cached_only: bool = False) -> dict | None:
+    """One arm (``converted`` or ``scratch``) of the SpikingBrain route: validation nats/char after
+    each number of extra steps in ``steps``; cached in ``out/result.json`` (the run's checkpoint resumes).
+
+    Both arms of the dense twin of seed s draw their batches with data_seed 7000 + s and the
+    scratch arm initialises with seed s, so the 3 seeds are 3 independent runs of each arm.
+    """
+    from dataclasses import asdict
+
+    from models import build_model
+    from models.convert import hybrid_config_for, to_hybrid
+    from models.train import TrainConfig, evaluate, load_model, train
+    seed = int(dense_info["seed"])
+    want = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "arm": arm, "seed": seed, "steps": steps,
+            "lr": lr, "layout": layout, "window": window, "spike_coding": coding,
+            "eval_chars": dense_info["eval_chars"]}
+    res_path = out / "result.json"
+    if res_path.exists():
+        cached = json.loads(res_path.read_text())
+        if cached.get("settings") == want:
+            return cached
+    if cached_only:
+        return None
+    tok, train_ids, val_ids, _ = data
+    dense, _, _ = load_model(ckpt)
+    vocab, T = dense.config.vocab_size, dense.config.block_size
+    torch.manual_seed(seed)
+    if arm == "converted":
+        model = to_hybrid(dense, layout=layout, window=window, spike_coding=coding,
+                          calib=calibration(train_ids, T, seed=0))
+    else:   # the same architecture, fresh: hybrid/gpt_shape's config at this shape (tests/test_convert.py)
+        model = build_model("hybrid", asdict(hybrid_config_for(dense.config, layout=layout, window=window,
+                                                               spike_coding=coding)))
+    n_max = max(steps)
+    cfg = TrainConfig(max_iters=max(1, n_max), batch_size=12, learning_rate=lr, min_lr=lr,
+                      warmup_iters=min(20, n_max // 10), seed=seed, data_seed=7000 + seed, threads=1,
+                      ckpt_every=10 ** 9, log_every=10)
+    row = {"settings": want, "arm": arm, "points": []}
+    t_train = 0.0
+    for n in sorted(steps):
+        if n:
+            info = train(model, train_ids, cfg, ckpt_path=out / "ckpt.pt", family="hybrid", stop_after=n,
+                         extra_state={"config": asdict(model.config), "tokenizer": tok.to_dict(), "variant": None},
+                         progress=False)
+            t_train = info["train_time_s"]
+        ev = evaluate(model, val_ids)
+        row["points"].append({"steps": n, "val_nats_per_char": ev["nats_per_char"], "train_time_s": t_train,
+                              "gap_recovered": gap_recovered(ev["nats_per_char"], dense_info["val_nats_per_char"],
+                                                             vocab)})
+        print(f"    {arm} {layout} +{n} steps: {ev['nats_per_char']:.4f} nats/char "
+              f"({100 * row['points'][-1]['gap_recovered']:.1f}% of the gap)", flush=True)
+    if arm == "converted":
+        row["spike_report_total"] = {k: v for k, v in model.spike_report(data[3][:4])["total"].items()
+                                     if k in ("spike_sparsity", "spikes_per_channel", "nonzero_rate")}
+        float_model = to_hybrid(dense, layout=layout, window=window, spike_coding="none",
+                                calib=calibration(train_ids, T, seed=0))
+        l0 = evaluate(float_model, val_ids)["nats_per_char"]
+        row["float_at_0_steps"] = {"val_nats_per_char": l0,
+                                   "gap_recovered": gap_recovered(l0, dense_info["val_nats_per_char"], vocab)}
+    row["n_params"] = model.num_params()
+    write_json_file(res_path, row)
+    return row
+
+
+def sb_summary(per_source: list[dict], steps: list[int]) -> list[dict]:
+    def ms(xs):
+        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    rows = []
+    for n in sorted(steps):
+        row = {"steps": n, "n_sources": len(per_source)}
+        for arm in ("converted", "scratch"):
+            pts = [next(p for p in s[arm]["points"] if p["steps"] == n) for s in per_source]
+            for key in ("val_nats_per_char", "gap_recovered"):
+                row[f"{arm}_{key}_mean"], row[f"{arm}_{key}_std"] = ms([p[key] for p in pts])
+        rows.append(row)
+    return rows
+
+
+def sb_plot(rows: list[dict], dense: dict, per_source: list[dict], vocab: int, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = [r["steps"] for r in rows]
+    for ax, key, scale, ylabel in ((axes[0], "val_nats_per_char", 1.0, "validation nats/char"),
+                                   (axes[1], "gap_recovered", 100.0, "gap recovered (%)")):
+        for arm, lab in (("converted", "converted dense twin (to_hybrid), continued"),
+                         ("scratch", "same architecture from scratch")):
+            ax.errorbar(x, [scale * r[f"{arm}_{key}_mean"] for r in rows],
+                        yerr=[scale * r[f"{arm}_{key}_std"] for r in rows], marker="o", capsize=3, label=lab)
+        f0 = [s["converted"]["float_at_0_steps"][key] for s in per_source]
+        ax.plot([0], [scale * statistics.fmean(f0)], "k^", label="converted, spike coding off, 0 steps")
+        if key == "val_nats_per_char":
+            ax.axhline(dense["val_nats_per_char_mean"], color="k", ls="--", label="dense twin")
+            ax.axhline(math.log(vocab), color="gray", ls=":", label="uniform ln(vocab)")
+        else:
+            ax.axhline(100, color="k", ls="--", label="dense twin")
+        ax.set_xlabel("extra training steps (batch of 12 sequences)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    axes[0].set_title(title)
+    axes[1].set_title("(L_uniform - L) / (L_uniform - L_dense)")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, action="append", default=[], help="dense gpt checkpoint (repeatable)")
@@ -249,7 +392,27 @@ def main(argv=None) -> int:
                                                                  "(default: the full split)")
     p.add_argument("--gen-tokens", type=int, default=200)
     p.add_argument("--runs", type=Path, default=None, help="cache directory (default runs/convert)")
+    p.add_argument("--route", choices=ROUTES, default="both", help="which conversion route(s) to run")
+    p.add_argument("--sb-steps", default="0,50,100,200", help="SpikingBrain: extra-step counts to evaluate at")
+    p.add_argument("--sb-layout", default="alternate", help="SpikingBrain: the hybrid layout")
+    p.add_argument("--sb-window", type=int, default=16, help="SpikingBrain: sliding-window length (tokens)")
+    p.add_argument("--sb-lr", type=float, default=3e-4, help="SpikingBrain: lr of the converted model")
+    p.add_argument("--sb-scratch-lr", type=float, default=1e-3, help="SpikingBrain: lr of the from-scratch arm")
+    p.add_argument("--sb-spike-coding", default="adaptive", help="SpikingBrain: adaptive | none")
+    p.add_argument("--sb-arms", default="converted,scratch",
+                   help="SpikingBrain: arms to compute (several processes can fill the cache in parallel, one "
+                        "arm each; the JSON needs both, so a run with one arm only fills the cache)")
+    p.add_argument("--sb-cached-only", action="store_true",
+                   help="SpikingBrain: report only the checkpoints whose arms are both cached (the rest are "
+                        "listed as not finished), computing nothing")
     a = parse_args(p, argv)
+    sb_steps = sorted({int(x) for x in a.sb_steps.split(",") if x})
+    if not sb_steps or sb_steps[0] < 0:
+        p.error(f"--sb-steps must list step counts >= 0, got {a.sb_steps!r}")
+    run_bt, run_sb = a.route in ("braintransformers", "both"), a.route in ("spikingbrain", "both")
+    sb_arms = [x for x in a.sb_arms.split(",") if x]
+    if not sb_arms or set(sb_arms) - {"converted", "scratch"}:
+        p.error(f"--sb-arms takes a comma list of 'converted' and 'scratch', got {a.sb_arms!r}")
     from models.train import load_checkpoint, prepare_data
     torch.set_num_threads(1)
     bits_list = [int(x) for x in a.bits.split(",") if x]
@@ -266,6 +429,10 @@ def main(argv=None) -> int:
         a.gen_tokens = min(a.gen_tokens, 30)
         a.qat_steps = a.qat_steps if a.qat_steps is not None else 30
         qat_bits = qat_bits & {2, 4} if a.qat_bits is None else qat_bits
+        if a.bits == p.get_default("bits"):
+            bits_list = [2, 4, 8]
+        if a.sb_steps == p.get_default("sb_steps"):
+            sb_steps = [0, 10, 30]
     else:
         runs = a.runs or DEFAULT_RUNS
         seeds = [int(s) for s in a.train_seeds.split(",")] if a.train_seeds else []
@@ -276,7 +443,7 @@ def main(argv=None) -> int:
     tok, train_ids, val_ids = prepare_data(text=text)
     if a.eval_chars:
         val_ids = val_ids[: a.eval_chars + 1]
-    per_source, dense_rows = [], []
+    per_source, dense_rows, sb_sources, sb_unfinished = [], [], [], []
     t_start = time.perf_counter()
     for ckpt in ckpts:
         ck = load_checkpoint(ckpt)
@@ -288,9 +455,28 @@ def main(argv=None) -> int:
         dense = dense_measures(ckpt, out, data)
         dense_rows.append(dense)
         qat_steps = a.qat_steps if a.qat_steps is not None else max(1, round(0.1 * ck["step"]))
-        src = {"ckpt": Path(ckpt).resolve(), "seed": dense["seed"], "dense_steps": dense["steps"],
-               "dense": dense, "bits": {}}
-        for b in bits_list:
+        src = {"ckpt": ckpt_label(ckpt), "ckpt_id": source_id(ckpt), "seed": dense["seed"],
+               "dense_steps": dense["steps"], "dense": dense, "bits": {}}
+        if run_sb:
+            tag = f"sb_{a.sb_layout}_w{a.sb_window}_{a.sb_spike_coding}"
+            print(f"[{time.perf_counter() - t_start:6.1f}s] {ckpt_label(ckpt)}: SpikingBrain route ({tag}), "
+                  f"dense {dense['val_nats_per_char']:.4f} nats/char", flush=True)
+            sb = {"ckpt": ckpt_label(ckpt), "seed": dense["seed"],
+                  "dense_val_nats_per_char": dense["val_nats_per_char"]}
+            complete = True
+            for arm, lr in (("converted", a.sb_lr), ("scratch", a.sb_scratch_lr)):
+                if arm not in sb_arms:
+                    continue
+                sb[arm] = sb_arm(Path(ckpt).resolve(), out / tag / arm, arm, steps=sb_steps, lr=lr,
+                                 layout=a.sb_layout, window=a.sb_window, coding=a.sb_spike_coding, data=data,
+                                 dense_info=dense, cached_only=a.sb_cached_only)
+                complete = complete and sb[arm] is not None
+            if complete:
+                sb_sources.append(sb)
+            else:
+                sb_unfinished.append(sb)   # with whichever arm finished
+                print(f"    not finished (--sb-cached-only): {ckpt_label(ckpt)}", flush=True)
+        for b in (bits_list if run_bt else []):
             r = run_bits(Path(ckpt).resolve(), b, out / f"b{b}", qat_steps=qat_steps if b in qat_bits else 0,
                          qat_lr=a.qat_lr, data=data, n_gen=a.gen_tokens, dense_info=dense)
             src["bits"][str(b)] = r
@@ -302,7 +488,7 @@ def main(argv=None) -> int:
                      f"({100 * q['gap_recovered']:.2f}%)" if q else ""), flush=True)
         per_source.append(src)
     vocab = tok.vocab_size
-    rows = summarise(per_source, bits_list)
+    rows = summarise(per_source, bits_list) if run_bt else []
     dn = [d["val_nats_per_char"] for d in dense_rows]
     dense_sum = {"val_nats_per_char_mean": statistics.fmean(dn),
                  "val_nats_per_char_std": statistics.stdev(dn) if len(dn) > 1 else 0.0,
@@ -312,30 +498,60 @@ def main(argv=None) -> int:
 
     def f(v, spec):
         return "" if v is None else format(v, spec)
-    table = [{"b": r["bits"], "levels": r["levels"],
-              "nats/char": f(r["converted_val_nats_per_char_mean"], ".4f"),
-              "gap %": f(r["converted_gap_recovered_mean"] and 100 * r["converted_gap_recovered_mean"], ".2f"),
-              "QAT steps": r["qat_steps"] or "",
-              "QAT nats/char": f(r["qat_val_nats_per_char_mean"], ".4f"),
-              "QAT gap %": f(r["qat_gap_recovered_mean"] and 100 * r["qat_gap_recovered_mean"], ".2f"),
-              "spikes/tok": f(r["converted_spikes_per_token_mean"], ".3g"),
-              "SOP/tok": f(r["converted_sops_per_token_mean"], ".3g"),
-              "MAC/tok": f(r["converted_mac_per_token_mean"], ".3g"),
-              "E est. pJ/tok": f(r["converted_energy_estimate_pJ_per_token_fp32_mean"], ".3g"),
-              "gen speed vs dense": f(r["generate_speed_vs_dense_mean"], ".2f")} for r in rows]
-    print(f"\n== conversion of the dense twin ({len(ckpts)} checkpoint(s)); dense "
-          f"{dense_sum['val_nats_per_char_mean']:.4f} nats/char, {dense_sum['mac_per_token_mean']:.3g} MAC/tok, "
-          f"E est. {dense_sum['energy_estimate_pJ_per_token_fp32_mean']:.3g} pJ/tok; uniform {math.log(vocab):.4f} ==")
-    print_table(table, list(table[0]))
-    print("E est. = energy ESTIMATE per token (FP32 preset, 45 nm per-operation figures), not a measurement. "
-          "levels = 2^(b+1) - 1 (b bits of magnitude and a sign).")
-    print("SpikingBrain route:", SPIKINGBRAIN)
-    from spiking_attention.accounting import ENERGY_NOTE, ENERGY_PRESETS
+    if run_bt:
+        bt_report(rows, dense_sum, vocab, len(ckpts), f)
     name = "convert_quick" if a.quick else NAME
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
-    plot(rows, dense_sum, vocab, png, f"conversion of the dense twin ({len(ckpts)} seed(s))")
+    if run_bt:
+        plot(rows, dense_sum, vocab, png, f"conversion of the dense twin ({len(ckpts)} seed(s))")
+    sb_payload: dict | str = NOT_RUN
+    if run_sb and (len(sb_arms) < 2 or not sb_sources):
+        print(f"--sb-arms {a.sb_arms}: the cache is filled; run with both arms to write the results")
+        return 0
+    if run_sb:
+        sb_rows = sb_summary(sb_sources, sb_steps)
+        sb_dense = {"val_nats_per_char_mean": statistics.fmean(s["dense_val_nats_per_char"] for s in sb_sources)}
+        sb_png = out_dir / f"{name}_spikingbrain.png"
+        sb_table = [{"extra steps": r["steps"],
+                     "converted nats/char": f"{r['converted_val_nats_per_char_mean']:.4f} "
+                                            f"+- {r['converted_val_nats_per_char_std']:.4f}",
+                     "converted gap %": f"{100 * r['converted_gap_recovered_mean']:.1f}",
+                     "scratch nats/char": f"{r['scratch_val_nats_per_char_mean']:.4f} "
+                                          f"+- {r['scratch_val_nats_per_char_std']:.4f}",
+                     "scratch gap %": f"{100 * r['scratch_gap_recovered_mean']:.1f}"} for r in sb_rows]
+        f0 = [s["converted"]["float_at_0_steps"]["val_nats_per_char"] for s in sb_sources]
+        print(f"\n== SpikingBrain-style route: to_hybrid(layout={a.sb_layout}, window={a.sb_window}, "
+              f"spike_coding={a.sb_spike_coding}) of {len(sb_sources)} dense twin(s), then continued training "
+              f"(lr {a.sb_lr}); scratch: same architecture, fresh init (lr {a.sb_scratch_lr}); dense "
+              f"{sb_dense['val_nats_per_char_mean']:.4f}, uniform {math.log(vocab):.4f} ==")
+        print_table(sb_table, list(sb_table[0]))
+        print(f"converted with spike coding off, 0 steps: {statistics.fmean(f0):.4f} nats/char (mean)")
+        sb_plot(sb_rows, sb_dense, sb_sources, vocab, sb_png,
+                f"SpikingBrain-style conversion ({len(sb_sources)} seed(s))")
+        sb_payload = {
+            "description": "models.convert.to_hybrid of the dense twin (attention -> the hybrid's GLA / sliding-window "
+                           "mixers with the twin's q/k/v/output projections; GLA gates fresh; learned positions, "
+                           "GELU MLP, embeddings carried over; adaptive-threshold spike coding into every "
+                           "projection), continued training through the harness, beside the same architecture "
+                           "(hybrid/gpt_shape) trained from scratch for the same steps; validation nats/char on the "
+                           + ("first %d chars of the validation split" % a.eval_chars if a.eval_chars
+                              else "full validation split"),
+            "layout": a.sb_layout, "window": a.sb_window, "spike_coding": a.sb_spike_coding, "steps": sb_steps,
+            "training": {"optimizer": "AdamW (harness), batch 12, weight decay 0.1, grad clip 1.0",
+                         "schedule": "min(20, max_steps // 10) warm-up steps, then constant lr; every point is a "
+                                     "snapshot of one run of max(steps) steps",
+                         "converted_lr": a.sb_lr, "scratch_lr": a.sb_scratch_lr,
+                         "data_seed": "7000 + the dense twin's seed", "init_seed": "the dense twin's seed",
+                         "steps_as_frac_of_dense_run": [n / max(1, per_source[0]["dense_steps"]) for n in sb_steps]},
+            "rows": sb_rows, "float_at_0_steps_val_nats_per_char_mean": statistics.fmean(f0),
+            "dense_val_nats_per_char_mean_of_these_sources": sb_dense["val_nats_per_char_mean"],
+            "sources": sb_sources, "plot": sb_png,
+            "not_finished": {"sources": sb_unfinished,
+                             "why": "their continued-training arms did not finish in this session's CPU time "
+                                    "(--sb-cached-only reports the finished ones)"} if sb_unfinished else None}
+    from spiking_attention.accounting import ENERGY_NOTE, ENERGY_PRESETS
     payload = {
         "description": "thermometer-coded integrate-and-fire conversion (BrainTransformers-style, per-token "
                        "scales) of the dense twin; validation nats/char on the "
@@ -347,13 +563,35 @@ def main(argv=None) -> int:
         "qat": {"steps": a.qat_steps, "default_steps": "10% of the dense checkpoint's steps", "lr": a.qat_lr,
                 "schedule": "AdamW, 10% warm-up, cosine to lr/10, batch 12, straight-through gradients",
                 "bits": sorted(qat_bits)},
-        "uniform_nats_per_char": math.log(vocab), "dense": dense_sum, "rows": rows, "sources": per_source,
-        "targets": TARGETS, "spikingbrain_route": SPIKINGBRAIN, "runs_dir": Path(runs), "plot": png,
-        "wall_time_s": time.perf_counter() - t_start,
+        "uniform_nats_per_char": math.log(vocab), "dense": dense_sum,
+        "rows": rows if run_bt else NOT_RUN, "sources": per_source if run_bt else NOT_RUN,
+        "targets": TARGETS, "spikingbrain_route": sb_payload, "runs_dir": Path(runs),
+        "plot": png if run_bt else NOT_RUN, "wall_time_s": time.perf_counter() - t_start,
     }
     path = write_json(out_dir, name, payload, allow_dirty=a.allow_dirty)
-    print(f"wrote {path} and {png}")
+    print(f"wrote {path}" + (f" and {png}" if run_bt else "") + (f" and {sb_png}" if run_sb else ""))
     return 0
+
+
+def bt_report(rows, dense_sum, vocab, n_ckpts, f) -> None:
+    """Print the BrainTransformers route's table."""
+    table = [{"b": r["bits"], "levels": r["levels"],
+              "nats/char": f(r["converted_val_nats_per_char_mean"], ".4f"),
+              "gap %": f(r["converted_gap_recovered_mean"] and 100 * r["converted_gap_recovered_mean"], ".2f"),
+              "QAT steps": r["qat_steps"] or "",
+              "QAT nats/char": f(r["qat_val_nats_per_char_mean"], ".4f"),
+              "QAT gap %": f(r["qat_gap_recovered_mean"] and 100 * r["qat_gap_recovered_mean"], ".2f"),
+              "spikes/tok": f(r["converted_spikes_per_token_mean"], ".3g"),
+              "SOP/tok": f(r["converted_sops_per_token_mean"], ".3g"),
+              "MAC/tok": f(r["converted_mac_per_token_mean"], ".3g"),
+              "E est. pJ/tok": f(r["converted_energy_estimate_pJ_per_token_fp32_mean"], ".3g"),
+              "gen speed vs dense": f(r["generate_speed_vs_dense_mean"], ".2f")} for r in rows]
+    print(f"\n== conversion of the dense twin ({n_ckpts} checkpoint(s)); dense "
+          f"{dense_sum['val_nats_per_char_mean']:.4f} nats/char, {dense_sum['mac_per_token_mean']:.3g} MAC/tok, "
+          f"E est. {dense_sum['energy_estimate_pJ_per_token_fp32_mean']:.3g} pJ/tok; uniform {math.log(vocab):.4f} ==")
+    print_table(table, list(table[0]))
+    print("E est. = energy ESTIMATE per token (FP32 preset, 45 nm per-operation figures), not a measurement. "
+          "levels = 2^(b+1) - 1 (b bits of magnitude and a sign).")
 
 
 if __name__ == "__main__":

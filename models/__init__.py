@@ -57,7 +57,11 @@ register(Family("hybrid", hybrid.HybridConfig, hybrid.HybridLM,
                 variants={"alternate": {"layout": "alternate", "window": 16, "ffn_mult": 2.6875},
                           "parallel": {"layout": "parallel", "window": 16, "ffn_mult": 1.625},
                           "alternate_float": {"layout": "alternate", "window": 16, "ffn_mult": 2.6875,
-                                              "spike_coding": "none"}},
+                                              "spike_coding": "none"},
+                          # the architecture models.convert.to_hybrid makes of gpt/dense (its learned
+                          # positions and GELU MLP); trained from scratch it is that route's control
+                          "gpt_shape": {"layout": "alternate", "window": 16, "ffn": "mlp", "ffn_mult": 4.0,
+                                        "pos_emb": "learned"}},
                 bench=("alternate",),
                 description="SpikingBrain-style gated linear + sliding-window attention with "
                             "adaptive-threshold spike coding"))

@@ -272,8 +272,9 @@ def generate_with_decoder(model, idx: torch.Tensor, max_new_tokens: int, tempera
 
 
 class RecurrentDecoder:
-    """Incremental decoding of a model with ``hidden(idx, states, mode) -> (logits, states)``
-    (``mode`` "chunked" for a prompt, "recurrent" for one token): the per-layer state (recurrent
+    """Incremental decoding of a model with ``hidden(idx, states, mode, start) -> (logits, states)``
+    (``mode`` "chunked" for a prompt, "recurrent" for one token; ``start`` the position of idx's
+    first token, for a model with learned position embeddings): the per-layer state (recurrent
     sums, LIF membranes, a bounded window cache) is carried between calls and updated in place."""
 
     def __init__(self, model):
@@ -291,6 +292,6 @@ class RecurrentDecoder:
         """Shapes: token (B, 1) -> logits (B, V); ``state`` advances by one token."""
         if token.dim() != 2 or token.shape[1] != 1:
             raise ValueError(f"step takes one token per row, shape (B, 1); got {tuple(token.shape)}")
-        logits, state["layers"] = self.model.hidden(token, state["layers"], "recurrent")
+        logits, state["layers"] = self.model.hidden(token, state["layers"], "recurrent", start=state["pos"])
         state["pos"] += 1
         return logits[:, -1]

@@ -1,15 +1,22 @@
 """Family ``hybrid``: a SpikingBrain-style hybrid-linear spiking language model (arXiv 2509.05276).
 
 Pre-LayerNorm blocks ``x += mixer(LN x); x += ffn(LN x)`` over token embeddings (tied to the
-output layer, no position embedding: the window layers use rotary positions and the linear layers
-are ordered by their gates). ``layout`` picks the mixers (components in
+output layer). Positions (``pos_emb``): ``"rotary"`` (default) adds no position embedding: the
+window layers rotate q and k (the linear layers are ordered by their gates); ``"learned"`` adds
+the dense twin's learned position embedding (``block_size`` rows) to the token embedding and the
+window layers do not rotate: the config that holds a converted ``gpt`` model
+(:func:`models.convert.to_hybrid`), whose generation past ``block_size`` reruns the last
+``block_size`` tokens as the twin's does. ``layout`` picks the mixers (components in
 :mod:`spiking_attention.linear_attention`):
 
 - ``"alternate"``: gated linear attention in even layers, sliding-window softmax attention
   (``window`` tokens) in odd layers (SpikingBrain-7B's inter-layer hybrid);
 - ``"parallel"``: both in every layer, summed before one output projection (SpikingBrain-76B's
   intra-layer hybrid);
-- ``"linear"``: gated linear attention only (an ablation).
+- ``"linear"``: gated linear attention only (an ablation);
+- ``"window"``: sliding-window attention only (an ablation; with a window covering the context
+  and no spike coding, a converted dense twin in this layout computes the twin itself, which is
+  how tests/test_convert.py checks the weight mapping of :func:`models.convert.to_hybrid`).
 
 The FFN is SwiGLU (``ffn="swiglu"``) or the trunk's GELU MLP (``"mlp"``), hidden width
 ``round(ffn_mult * n_embd)``; with ``moe_experts = n`` it is a :class:`spiking_attention.moe.MoEFFN`
@@ -49,14 +56,16 @@ from spiking_attention.moe import FFNS, MoEFFN
 from spiking_attention.spike_coding import CODINGS, SpikeCodedLinear, count_stats, trains_memory
 from spiking_attention.stats import reporting_layers
 
-from .base import RecurrentDecoder, TrunkConfig, check_choice, check_idx, check_int, generate_with_decoder
+from .base import (RecurrentDecoder, TrunkConfig, check_choice, check_generate_args, check_idx, check_int,
+                   generate_with_decoder, sample_next)
 
-LAYOUTS = ("alternate", "parallel", "linear")
+LAYOUTS = ("alternate", "parallel", "linear", "window")
+POS_EMBS = ("rotary", "learned")
 
 
 @dataclass
 class HybridConfig(TrunkConfig):
-    layout: str = "alternate"       # "alternate" | "parallel" | "linear"
+    layout: str = "alternate"       # "alternate" | "parallel" | "linear" | "window"
     window: int = 16                # sliding-window length (the query and window - 1 before it)
     chunk: int = 16                 # tokens per chunk of the training form of GLA
     gate_rank: int = 16             # rank of GLA's gate projection
@@ -66,6 +75,7 @@ class HybridConfig(TrunkConfig):
     spike_k: float = 3.0            # threshold = mean|x| / spike_k per token
     moe_experts: int = 0            # 0: dense FFN; n: shared expert + n routed experts (top-1)
     moe_aux_weight: float = 0.01    # weight of the load-balancing loss in the training loss
+    pos_emb: str = "rotary"         # "rotary" (window layers rotate q, k) | "learned" (a gpt's wpe, no rotation)
 
     def _check(self) -> None:
         check_choice("layout", self.layout, LAYOUTS)
@@ -83,7 +93,8 @@ class HybridConfig(TrunkConfig):
         check_int("moe_experts", self.moe_experts, low=0)
         if not self.moe_aux_weight >= 0:
             raise ValueError(f"moe_aux_weight must be >= 0, got {self.moe_aux_weight!r}")
-        if self.layout != "linear" and (self.n_embd // self.n_head) % 2:
+        check_choice("pos_emb", self.pos_emb, POS_EMBS)
+        if self.layout != "linear" and self.pos_emb == "rotary" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"the window layers' rotary embeddings need an even head size; "
                              f"n_embd / n_head = {self.n_embd // self.n_head}")
 
@@ -94,7 +105,7 @@ class HybridConfig(TrunkConfig):
     def mixer_kind(self, layer: int) -> str:
         if self.layout == "alternate":
             return "gla" if layer % 2 == 0 else "window"
-        return "gla" if self.layout == "linear" else "parallel"
+        return {"linear": "gla", "window": "window", "parallel": "parallel"}[self.layout]
 
 
 def make_ffn(config: HybridConfig) -> nn.Module:
@@ -108,10 +119,11 @@ def make_mixer(config: HybridConfig, layer: int) -> nn.Module:
     if kind == "gla":
         return GatedLinearAttention(config.n_embd, config.n_head, chunk=config.chunk, gate_rank=config.gate_rank,
                                     **common)
+    rotary = config.pos_emb == "rotary"
     if kind == "window":
-        return SlidingWindowAttention(config.n_embd, config.n_head, config.window, **common)
+        return SlidingWindowAttention(config.n_embd, config.n_head, config.window, rotary=rotary, **common)
     return ParallelHybridAttention(config.n_embd, config.n_head, config.window, chunk=config.chunk,
-                                   gate_rank=config.gate_rank, **common)
+                                   gate_rank=config.gate_rank, rotary=rotary, **common)
 
 
 class HybridBlock(nn.Module):
@@ -141,6 +153,9 @@ class HybridLM(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_emb == "learned" else None
+        if self.wpe is not None:
+            nn.init.normal_(self.wpe.weight, std=0.02)      # nanoGPT's init, as the twin's
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([HybridBlock(config, i) for i in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -158,9 +173,16 @@ class HybridLM(nn.Module):
                    for b in self.blocks if isinstance(b.ffn, MoEFFN))
         return self.num_params() - idle
 
-    def hidden(self, idx: torch.Tensor, states: list | None = None, mode: str = "chunked"):
-        """Run the blocks from ``states`` (None: empty). Shapes: (B, T) -> logits (B, T, V), new states."""
-        x = self.drop(self.wte(idx))                                             # (B, T, C)
+    def hidden(self, idx: torch.Tensor, states: list | None = None, mode: str = "chunked", start: int = 0):
+        """Run the blocks from ``states`` (None: empty); ``idx`` sits at positions ``start ..`` (used by
+        learned position embeddings only). Shapes: (B, T) -> logits (B, T, V), new states."""
+        x = self.wte(idx)                                                        # (B, T, C)
+        if self.wpe is not None:
+            if start + idx.shape[1] > self.config.block_size:
+                raise ValueError(f"learned position embeddings cover {self.config.block_size} positions; "
+                                 f"tokens at {start}..{start + idx.shape[1] - 1} are past them")
+            x = x + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))
+        x = self.drop(x)
         new = []
         for i, block in enumerate(self.blocks):
             x, st = block(x, None if states is None else states[i], mode)
@@ -221,8 +243,30 @@ class HybridLM(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample through the decoder (recurrent state + window KV cache). Shapes: (B, T0) -> (B, T0 + n)."""
-        return generate_with_decoder(self, idx, max_new_tokens, temperature, top_k, generator)
+        """Sample through the decoder (recurrent state + window KV cache). Shapes: (B, T0) -> (B, T0 + n).
+
+        With learned positions the decoder runs while the text fits in ``block_size``; past it each
+        token reruns the last ``block_size`` tokens (positions 0..block_size - 1), as the dense twin's
+        ``generate`` does (its positions would shift otherwise).
+        """
+        if self.wpe is None:
+            return generate_with_decoder(self, idx, max_new_tokens, temperature, top_k, generator)
+        check_generate_args(idx, temperature)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        T = self.config.block_size
+        n_cached = max(0, min(max_new_tokens, T - idx.shape[1] + 1)) if idx.shape[1] <= T else 0
+        if n_cached:
+            idx = generate_with_decoder(self, idx, n_cached, temperature, top_k, generator)
+        was = self.training
+        self.eval()
+        try:
+            for _ in range(max_new_tokens - n_cached):
+                logits, _ = self(idx[:, -T:])
+                idx = torch.cat((idx, sample_next(logits[:, -1], temperature, top_k, generator)), dim=1)
+        finally:
+            self.train(was)
+        return idx
 
 
 def upcycle(dense: HybridLM, n_experts: int, *, noise: float = 0.01, seed: int = 0,

@@ -102,8 +102,9 @@ class SpikingRWKV(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.emb.weight.numel() if non_embedding else n
 
-    def hidden(self, idx: torch.Tensor, states: list | None = None, mode: str = "chunked"):
-        """Run the blocks from ``states`` (None: rest). Shapes: (B, T) -> logits (B, T, V), new states."""
+    def hidden(self, idx: torch.Tensor, states: list | None = None, mode: str = "chunked", start: int = 0):
+        """Run the blocks from ``states`` (None: rest); ``start`` (the first token's position) is
+        unused: there is no position embedding. Shapes: (B, T) -> logits (B, T, V), new states."""
         x = self.emb(idx)                                                     # (B, T, C) in {0, 1}
         new = []
         for i, block in enumerate(self.blocks):

@@ -14,7 +14,10 @@ SpikingBrain (arXiv 2509.05276) alternates linear attention with sliding-window 
   ``log g = logsigmoid(W2 W1 x + b) / gate_norm``, RMS-normalised head outputs, output projection.
 * :class:`SlidingWindowAttention` - causal softmax attention over the ``window`` most recent
   tokens (the query and window - 1 before it) with rotary position embeddings (Su et al.,
-  arXiv 2104.09864), so a KV cache of window - 1 tokens is all generation keeps.
+  arXiv 2104.09864), so a KV cache of window - 1 tokens is all generation keeps. ``rotary=False``
+  leaves q and k as they are, for a model whose positions come from a learned embedding added
+  to its input (a dense twin converted to the hybrid keeps the twin's embedding and projections,
+  and then this layer is the twin's softmax attention restricted to the window).
 * :class:`ParallelHybridAttention` - both in one layer on the same input, their head outputs
   summed before one output projection.
 
@@ -202,11 +205,14 @@ class SlidingWindowAttention(StatsMixin, nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, window: int, *, coding: str = "adaptive", spike_k: float = 3.0,
-                 bias: bool = False, out_proj: bool = True, n_layer: int = 4):
+                 bias: bool = False, out_proj: bool = True, n_layer: int = 4, rotary: bool = True):
         super().__init__()
         _check_mixer(d_model, n_head, coding)
         _check_pos_int("window", window)
-        if (d_model // n_head) % 2:
+        if not isinstance(rotary, bool):
+            raise ValueError(f"rotary must be True or False, got {rotary!r}")
+        self.rotary = rotary
+        if rotary and (d_model // n_head) % 2:
             raise ValueError(f"rotary embeddings need an even head size, got d_model/n_head = {d_model // n_head}")
         self.d_model, self.n_head, self.head_size, self.window = d_model, n_head, d_model // n_head, window
         self.qkv = SpikeCodedLinear(d_model, 3 * d_model, bias=bias, coding=coding, k=spike_k)
@@ -223,7 +229,8 @@ class SlidingWindowAttention(StatsMixin, nn.Module):
         pos = 0 if state is None else state["pos"]
         q, k, v = self.qkv(x).split(C, dim=-1)
         q, k, v = _heads(q, nh), _heads(k, nh), _heads(v, nh)                   # (B, nh, T, hs)
-        q, k = rope(q, pos), rope(k, pos)
+        if self.rotary:
+            q, k = rope(q, pos), rope(k, pos)
         if state is not None and state["k"].shape[2]:
             k = torch.cat([state["k"], k], 2)                                    # (B, nh, P + T, hs)
             v = torch.cat([state["v"], v], 2)
@@ -245,7 +252,7 @@ class SlidingWindowAttention(StatsMixin, nn.Module):
         return (self.proj(y) if self.proj is not None else y), state
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_head={self.n_head}, window={self.window}"
+        return f"d_model={self.d_model}, n_head={self.n_head}, window={self.window}, rotary={self.rotary}"
 
 
 class ParallelHybridAttention(nn.Module):
@@ -256,12 +263,13 @@ class ParallelHybridAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, window: int, *, chunk: int = 16, gate_rank: int = 16,
-                 coding: str = "adaptive", spike_k: float = 3.0, bias: bool = False, n_layer: int = 4):
+                 coding: str = "adaptive", spike_k: float = 3.0, bias: bool = False, n_layer: int = 4,
+                 rotary: bool = True):
         super().__init__()
         self.gla = GatedLinearAttention(d_model, n_head, chunk=chunk, gate_rank=gate_rank, coding=coding,
                                         spike_k=spike_k, bias=bias, out_proj=False)
         self.swa = SlidingWindowAttention(d_model, n_head, window, coding=coding, spike_k=spike_k, bias=bias,
-                                          out_proj=False)
+                                          out_proj=False, rotary=rotary)
         self.proj = SpikeCodedLinear(d_model, d_model, bias=bias, coding=coding, k=spike_k)
         nn.init.normal_(self.proj.weight, std=0.02 / math.sqrt(2 * n_layer))
 

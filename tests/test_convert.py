@@ -15,6 +15,7 @@ from torch import nn
 from models import build_model, get_family
 from models.convert import (ConvertedConfig, ConvertedLM, convert, find_source, save_converted, unconvert)
 from models.data import CharTokenizer
+from models.hybrid import HybridLM
 from models.train import TrainConfig, evaluate, load_checkpoint, load_model, train_run
 from spiking_attention.stats import reporting_layers
 from spiking_attention.thermometer import ThermoLinear, n_steps
@@ -199,3 +200,150 @@ def test_converted_model_plots_like_a_spiking_row(tmp_path):
     m = convert(_dense(), 4)
     paths = plot_model(m, _tokens(B=1), tmp_path, prefix="conv")
     assert {"attention", "rates"} <= set(paths) and all(p.exists() for p in paths.values())
+
+
+# ----------------------------------------------------------------------------- SpikingBrain-style route
+# Tolerances: the identities below are checked in float64. The window and parallel layouts with
+# coding off and a window covering the context compute the dense twin: 1e-12 on logits (the two
+# attentions reach softmax through different kernels, is_causal versus an explicit mask, so
+# rounding may differ; measured 0). Decoder == forward with spike coding on: 1e-9 (a count that a
+# rounding-level difference moves by one would show; as in tests/test_hybrid.py).
+
+def _dense64(seed: int = 0, **kw):
+    return _dense(seed, **kw).double()
+
+
+@pytest.mark.parametrize("layout", ["window", "parallel"])
+def test_to_hybrid_without_spikes_and_a_full_window_is_the_dense_twin(layout):
+    from models.convert import to_hybrid
+    dense = _dense64()
+    hyb = to_hybrid(dense, layout=layout, window=TINY["block_size"], spike_coding="none").double()
+    assert isinstance(hyb, HybridLM) and hyb.config.pos_emb == "learned" and hyb.config.ffn == "mlp"
+    x = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(hyb(x)[0], dense(x)[0], atol=1e-12, rtol=0)
+
+
+def test_to_hybrid_window_layer_is_the_dense_attention_restricted_to_its_window():
+    """Layer by layer in the alternate layout: the odd (window) layer equals the source's attention
+    with a full window, and the source's window-w attention with window w."""
+    from models.convert import to_hybrid
+    from spiking_attention.attention import DenseCausalAttention
+    dense = _dense64()
+    x = torch.randn(2, 16, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = to_hybrid(dense, window=16, spike_coding="none").double()
+        torch.testing.assert_close(full.blocks[1].mixer(x)[0], dense.transformer.h[1].attn(x), atol=1e-12, rtol=0)
+        short = to_hybrid(dense, window=5, spike_coding="none").double()
+        ref = DenseCausalAttention(32, 2, max_seq_len=16, window=5).double()
+        ref.load_state_dict(dense.transformer.h[1].attn.state_dict())
+        torch.testing.assert_close(short.blocks[1].mixer(x)[0], ref(x), atol=1e-12, rtol=0)
+
+
+def test_to_hybrid_transfers_what_the_map_says_and_leaves_gates_fresh():
+    from models.convert import hybrid_weight_map, to_hybrid
+    dense = _dense()
+    calib = _tokens(B=4, seed=3)
+    hyb = to_hybrid(dense, layout="alternate", window=8, calib=calib)
+    src, dst = dense.state_dict(), hyb.state_dict()
+    wmap = hybrid_weight_map(hyb.config)
+    assert "blocks.0.mixer.qkv.weight" in wmap and "blocks.1.mixer.proj.weight" in wmap
+    for d, s in wmap.items():
+        assert torch.equal(dst[d], src[s]), d
+    fresh = sorted(set(dst) - set(wmap))
+    assert fresh == ["blocks.0.mixer.gate_down.weight", "blocks.0.mixer.gate_up.bias",
+                     "blocks.0.mixer.gate_up.weight", "blocks.0.mixer.norm_weight"]
+    assert hyb.lm_head.weight is hyb.wte.weight
+    # GLA's output scale starts at the RMS of the dense attention's head outputs on the calibration text
+    got = []
+    h = dense.transformer.h[0].attn.c_proj.register_forward_pre_hook(lambda m, a: got.append(a[0]))
+    with torch.no_grad():
+        dense(calib)
+    h.remove()
+    torch.testing.assert_close(hyb.blocks[0].mixer.norm_weight, got[0].pow(2).mean((0, 1)).sqrt())
+    # spike coding is on in every projection of mixers and MLP
+    rep = hyb.spike_report(_tokens(B=1))
+    assert len(rep["layers"]) == 8 and 0 < rep["total"]["spike_sparsity"] < 1
+
+
+@pytest.mark.parametrize("layout", ["alternate", "parallel"])
+def test_to_hybrid_is_causal_and_its_decoder_equals_forward(layout):
+    from models.convert import to_hybrid
+    from tests.lm_checks import check_causal, check_decoder_matches_forward
+    m = to_hybrid(_dense(), layout=layout, window=6, calib=_tokens(B=2, seed=4))
+    for t in (1, 7, 12):
+        check_causal(m, _tokens(B=2, seed=t), t)
+    check_decoder_matches_forward(to_hybrid(_dense64(), layout=layout, window=6).double(), _tokens(B=2, seed=9),
+                                  t0=5, atol=1e-9)
+
+
+def test_to_hybrid_saves_loads_trains_and_generates(tmp_path):
+    from models.convert import save_hybrid, to_hybrid
+    from models.train import AdamWLearner, train
+    tok = CharTokenizer.from_text("abcdefghijkl")
+    dense = _dense()
+    m = to_hybrid(dense, window=8)
+    ids = _tokens(B=1, T=400, seed=11)[0]
+    cfg = TrainConfig(max_iters=6, batch_size=4, warmup_iters=1, learning_rate=3e-4, min_lr=3e-4, log_every=1)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    info = train(m, ids, cfg, family="hybrid", learner=AdamWLearner(m, cfg), progress=False,
+                 ckpt_path=tmp_path / "run.pt", extra_state={"config": asdict(m.config), "tokenizer": tok.to_dict()})
+    assert info["step"] == 6 and not torch.equal(before["blocks.0.mixer.gate_up.weight"],
+                                                 m.state_dict()["blocks.0.mixer.gate_up.weight"])
+    save_hybrid(tmp_path / "ckpt.pt", m, tok, source="test")
+    for path in (tmp_path / "ckpt.pt", tmp_path / "run.pt"):        # the harness's own checkpoint too
+        loaded, tok2, ck = load_model(path)
+        assert isinstance(loaded, HybridLM) and ck["family"] == "hybrid" and tok2 == tok
+        assert asdict(loaded.config) == asdict(m.config)
+        with torch.no_grad():
+            assert torch.equal(m(_tokens())[0], loaded(_tokens())[0])
+    # past block_size (16) learned positions rerun the last 16 tokens, as the twin's generate does
+    outs = [mm.generate(_tokens(B=1)[:, :4], 30, generator=torch.Generator().manual_seed(3)) for mm in (m, loaded)]
+    assert outs[0].shape == (1, 34) and torch.equal(outs[0], outs[1])
+    assert np.isfinite(evaluate(loaded, ids)["nats_per_char"])
+
+
+def test_to_hybrid_generation_past_the_context_crops_like_the_twin():
+    """With coding off and a full window the converted model is the twin, so both sample the same
+    tokens from the same generator, inside the context (decoder) and past it (cropped reruns)."""
+    from models.convert import to_hybrid
+    dense = _dense64()
+    hyb = to_hybrid(dense, layout="window", window=16, spike_coding="none").double()
+    prompt = _tokens(B=1)[:, :3]
+    a = dense.generate(prompt, 25, generator=torch.Generator().manual_seed(5), use_cache=False)
+    b = hyb.generate(prompt, 25, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_to_hybrid_refuses_unsupported_sources():
+    from models.convert import to_hybrid
+    with pytest.raises(ValueError,
+                       match=r"source\.config\.attention='topk'.*allowed: attention in \('dense', 'window'\)"):
+        to_hybrid(_dense(attention="topk", k=4))
+    spiking = build_model("spiking_kwta", {**TINY, "code_bits": 16, "k": 4})
+    with pytest.raises(ValueError, match="source must be a model of the 'gpt' family.*got SpikingTransformerLM"):
+        to_hybrid(spiking)
+    odd = _dense()
+    odd.transformer.h[0].mlp = nn.Sequential(nn.Linear(32, 32), nn.SiLU())
+    with pytest.raises(ValueError, match="source layer 'transformer.h.0.mlp' of type Sequential.*allowed layer types"):
+        to_hybrid(odd)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        to_hybrid(_dense(), layout="zigzag")
+    with pytest.raises(ValueError, match="window must be an integer >= 1, got 0"):
+        to_hybrid(_dense(), window=0)
+    with pytest.raises(ValueError, match="spike_coding must be one of"):
+        to_hybrid(_dense(), spike_coding="rate")
+    with pytest.raises(ValueError, match="learned position embeddings cover 16 positions"):
+        to_hybrid(_dense()).hidden(_tokens(B=1)[:, :4], None, "recurrent", start=14)
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0, got -1"):
+        to_hybrid(_dense()).generate(_tokens(B=1)[:, :2], -1)
+
+
+def test_gpt_shape_variant_is_the_converted_architecture():
+    """The from-scratch control (hybrid/gpt_shape) has exactly the converted model's parameters."""
+    from models.convert import to_hybrid
+    fam = get_family("hybrid")
+    scratch = build_model("hybrid", {**fam.variants["gpt_shape"], **TINY})
+    conv = to_hybrid(_dense(), window=16)
+    assert {k: v.shape for k, v in scratch.state_dict().items()} == {k: v.shape for k, v in conv.state_dict().items()}
+    assert asdict(scratch.config) == asdict(conv.config)
