@@ -23,9 +23,11 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 from . import functional as F
 from ._train import perceptron_epoch
@@ -39,6 +41,7 @@ __all__ = [
     "quantize_counters",
     "CentroidClassifier",
     "RetrainClassifier",
+    "expected_failed_checks",
 ]
 
 _QUERY_CHUNK = 4096  # queries scored per hamming_matrix call: bounds the (m, K*B) scratch
@@ -145,6 +148,45 @@ def _check_temperature(t):
     return float(t)
 
 
+# scikit-learn's conformance suite (sklearn.utils.estimator_checks) fits every estimator on
+# float feature matrices it generates. A classifier here takes packed uint64 words (what an
+# encoder returns), so it refuses those with a TypeError, and the checks below, which need a
+# successful fit on such data, do not apply to a classifier alone. Each passes for the same
+# classifier behind an encoder in a Pipeline (tests/test_sklearn_conformance.py runs both, and
+# checks that exactly these fail alone). Every other check (errors before fit, for NaN/inf,
+# sparse, complex, 1-D or empty X, for a bad, continuous or one-class y) passes alone too.
+_FLOAT_FIT_CHECKS = (
+    "check_classifier_data_not_an_array", "check_classifiers_classes", "check_classifiers_train",
+    "check_decision_proba_consistency", "check_dict_unchanged", "check_dont_overwrite_parameters",
+    "check_dtype_object", "check_estimators_dtypes", "check_estimators_fit_returns_self",
+    "check_estimators_nan_inf", "check_estimators_overwrite_params", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_fit2d_1feature", "check_fit2d_predict1d",
+    "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
+    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in",
+    "check_n_features_in_after_fitting", "check_pipeline_consistency", "check_positive_only_tag_during_fit",
+    "check_readonly_memmap_input", "check_supervised_y_2d",
+)
+_FLOAT_FIT_REASON = ("fits on the float features the suite generates; a classifier alone takes packed uint64 "
+                     "words (an encoder's output) and refuses floats with a TypeError. The same check passes "
+                     "for the classifier behind an encoder in a Pipeline")
+
+
+def expected_failed_checks(estimator) -> dict:
+    """The scikit-learn conformance checks a classifier here is expected to fail alone, each with its
+    reason, for ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``.
+
+    Only checks that need a fit on float features: the packed-input contract makes them
+    inapplicable to a classifier alone. Everything else (and every check of a Pipeline of an
+    encoder and a classifier, but the two scikit-learn's own Pipeline fails) passes.
+    """
+    if not isinstance(estimator, _HDCClassifier):
+        return {}
+    names = list(_FLOAT_FIT_CHECKS)
+    if hasattr(estimator, "partial_fit"):
+        names.append("check_estimators_partial_fit_n_features")
+    return {name: _FLOAT_FIT_REASON for name in sorted(names)}
+
+
 class _HDCClassifier(ClassifierMixin, BaseEstimator):
     """Shared parts: input checks, the counter model, bit-plane scoring."""
 
@@ -152,20 +194,51 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
         _check_bits(self.bits)
         _check_temperature(self.temperature)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
     def _check_fitted(self):
         if not hasattr(self, "counters_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
 
-    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+    def _check_X_shape(self, X, *, fitting: bool) -> np.ndarray:
+        """First half of the input check: the container, shape and values (not yet the dtype).
+
+        The dtype (packed uint64 words) is checked after ``y`` (see :meth:`_check_X_words`), so a
+        bad ``y`` or a NaN is reported as such whatever X holds.
+        """
+        who = type(self).__name__
+        if sp.issparse(X):
+            raise TypeError(f"X is a sparse {type(X).__name__}, but {who} takes dense packed words only "
+                            f"(sparse input is not supported): pass X.toarray().astype(np.uint64)")
         if not isinstance(X, np.ndarray):
             X = np.asarray(X)
+        if X.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: X has dtype {X.dtype}; {who} takes packed "
+                             f"uint64 words")
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_words), got shape {X.shape}; Reshape your data: "
+                             f"X.reshape(1, -1) if it holds one packed vector")
+        if fitting and X.shape[0] < 1:
+            raise ValueError(f"X has shape {X.shape}: {who}.fit needs at least 1 sample (0 sample(s) given)")
+        if X.shape[1] < 1:
+            raise ValueError(f"X has shape {X.shape}: no words (0 feature(s) (shape={X.shape}) while a "
+                             f"minimum of 1 is required)")
+        if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+            raise ValueError(f"X contains NaN or infinite values; {who} takes packed uint64 words (encode "
+                             f"features first, after imputing or dropping the NaN/inf)")
+        return X
+
+    def _check_X_words(self, X, *, fitting: bool) -> np.ndarray:
+        """Second half: packed uint64 words of the model's dim, pad bits zero."""
         if X.dtype != np.uint64:
             raise TypeError(
                 f"{type(self).__name__} takes packed hypervectors (uint64 words, shape (n, n_words)), "
                 f"got dtype {X.dtype}; encode features first, e.g. make_pipeline("
                 f"RandomProjectionEncoder(dim=...), {type(self).__name__}(dim=...))")
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_words), got shape {X.shape}")
         X = np.ascontiguousarray(X)
         if fitting:
             dim = X.shape[1] * 64 if self.dim is None else check_dim(self.dim)
@@ -173,7 +246,6 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"X has {X.shape[1]} words per vector but dim={dim} needs "
                                  f"{n_words_for(dim)}")
         else:
-            self._check_fitted()
             dim = self.dim_
             if X.shape[1] != n_words_for(dim):
                 raise ValueError(f"X has {X.shape[1]} words per vector but the model was trained at "
@@ -190,16 +262,39 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
             self.dim_ = dim
         return X
 
+    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+        if not fitting:
+            self._check_fitted()
+        return self._check_X_words(self._check_X_shape(X, fitting=fitting), fitting=fitting)
+
     def _check_y(self, y, n):
+        who = type(self).__name__
+        if y is None:
+            raise ValueError(f"{who} requires y to be passed, but the target y is None")
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # warns (DataConversionWarning) and ravels a column
         if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(f"y must be 1-D with one label per sample ({n}), got shape {y.shape}")
+            raise ValueError(f"X has {n} rows, y has shape {y.shape}: y must be 1-D with one label per sample")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            # worded as scikit-learn words it, which its conformance suite asks of a Pipeline
+            what = "NaN." if np.isnan(y).any() else "infinity or a value too large for dtype('float64')."
+            first = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise ValueError(f"Input y contains {what} Class labels must be finite (first bad label at "
+                             f"sample {first})")
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if classes.size < 2:
-            raise ValueError(f"need samples of at least 2 classes to train a classifier, got only "
-                             f"{classes.tolist()}")
+            raise ValueError(f"y has 1 class ({classes.tolist()}): a classifier needs samples of at least "
+                             f"2 classes to train")
         return classes, y_idx.astype(np.int64)
+
+    def _check_Xy(self, X, y):
+        """fit's input check, in the order that names the first real problem: X's shape and values,
+        then y, then X's dtype and packing."""
+        X = self._check_X_shape(X, fitting=True)
+        classes, y_idx = self._check_y(y, X.shape[0])
+        return self._check_X_words(X, fitting=True), classes, y_idx
 
     def _set_counters(self, C, *, quantize: bool = True):
         """Install integer counters (K, dim) as the model: planes, offsets, sums, norms."""
@@ -261,8 +356,7 @@ class CentroidClassifier(_HDCClassifier):
 
     def fit(self, X, y):
         self._validate_params()
-        X = self._check_X(X, fitting=True)
-        self.classes_, y_idx = self._check_y(y, X.shape[0])
+        X, self.classes_, y_idx = self._check_Xy(X, y)
         self.raw_counters_ = class_counters(X, y_idx, len(self.classes_), self.dim_)
         return self._set_counters(self.raw_counters_)
 
@@ -366,9 +460,9 @@ class RetrainClassifier(_HDCClassifier):
         mode = 0 if self.update == "perceptron" else 1
         history = []
         best = (None, 0, -1.0)
-        if Xv is not None:  # epoch 0 (the initial model) competes too
+        if Xv is not None and np.any(C):  # a centroid start (epoch 0) competes too; an all-zero one cannot
             model0 = self._snapshot(C, U, step)
-            acc0 = self._val_acc(model0, Xv, yv) if np.any(model0) else 0.0
+            acc0 = self._val_acc(model0, Xv, yv)
             best = (model0, 0, acc0)
             history.append({"epoch": 0, "val_accuracy": acc0, "mistakes": None})
         for ep in range(1, epochs + 1):
@@ -379,7 +473,7 @@ class RetrainClassifier(_HDCClassifier):
             rec = {"epoch": ep, "mistakes": int(mistakes)}
             if Xv is not None:
                 rec["val_accuracy"] = self._val_acc(model, Xv, yv)
-                if rec["val_accuracy"] > best[2]:
+                if rec["val_accuracy"] > best[2]:  # ties keep the earlier epoch
                     best = (model, ep, rec["val_accuracy"])
             else:
                 best = (model, ep, None)
@@ -394,10 +488,15 @@ class RetrainClassifier(_HDCClassifier):
 
     def _snapshot(self, C, U, step):
         """Integer counters of the current (averaged) model."""
+        M = C
         if self.average and step > 0:
-            M = step * C - U  # proportional to the average of the counters over all steps
-        else:
-            M = C
+            # proportional to the average of the counters over all steps (Freund & Schapire 1999,
+            # "Large margin classification using the perceptron algorithm"); an update at the very
+            # last step has weight 0 in it, so if that was the only one the average is all zero
+            # while the model is not: then the current counters stand in for the average.
+            A = step * C - U
+            if np.any(A):
+                M = A
         if self.update == "onlinehd":  # real-valued updates: keep 24 bits of them
             return quantize_counters(M, 24)
         return np.rint(M).astype(np.int64)
@@ -410,8 +509,7 @@ class RetrainClassifier(_HDCClassifier):
 
     def fit(self, X, y):
         self._validate_params()
-        X = self._check_X(X, fitting=True)
-        self.classes_, y_idx = self._check_y(y, X.shape[0])
+        X, self.classes_, y_idx = self._check_Xy(X, y)
         K = len(self.classes_)
         rng = np.random.default_rng(self.seed)
         vf = self.validation_fraction or 0.0
@@ -439,5 +537,6 @@ class RetrainClassifier(_HDCClassifier):
             self.best_epoch_ = best_ep
             self.history_ = hist
         if not np.any(M):
-            raise ValueError("training left every class counter at zero (no epochs and init='zero'?)")
+            raise ValueError(f"epochs={self.epochs!r} with init={self.init!r} leaves every class counter at "
+                             f"zero (no sample was ever added): use epochs >= 1 or init='centroid'")
         return self._set_counters(M)
