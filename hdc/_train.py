@@ -1,14 +1,23 @@
-"""Compiled kernels for retraining HDC classifiers (Numba): one perceptron epoch over stored
-packed vectors. ``perceptron_epoch_ref`` is the plain NumPy definition the tests compare with.
+"""One perceptron epoch over stored packed vectors, three ways that must agree exactly.
+
+``perceptron_epoch_packed`` is what :class:`hdc.classifiers.RetrainClassifier` runs: integer
+counters, packed queries, the dot products from the bit-plane scores that prediction uses
+(:func:`hdc._planes.planes_dot`, i.e. the backend's ``hamming_matrix``/``popcount``).
+``perceptron_epoch`` (Numba, unpacked float64 dot products) is the previous implementation and
+the one OnlineHD-weighted updates still use; ``perceptron_epoch_ref`` is the plain NumPy
+definition. For integer updates all three make the same mistakes in the same order and leave
+the same counters, norms and averaging sums (tests/test_packed_training.py).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from . import functional as F
+from ._planes import counter_planes, planes_dot
 from .packing import unpack_bits
 
-__all__ = ["perceptron_epoch", "perceptron_epoch_ref"]
+__all__ = ["perceptron_epoch", "perceptron_epoch_ref", "perceptron_epoch_packed"]
 
 
 @njit(cache=True, nogil=True)
@@ -115,3 +124,108 @@ def perceptron_epoch_ref(X, y, order, dim, C, norm2, U, step, *, mode=0, lr=1.0,
         U[t] += a_t * step * x
         U[best] -= a_p * step * x
     return mistakes, step
+
+
+# ---------------------------------------------------------------- packed, integer, exact
+# The perceptron is sequential: each sample is scored against the counters as left by every
+# earlier update. To score a block of B samples with one call of the bit-plane kernels, the
+# block is scored against the counters at its start, D = planes_dot(X_block, C), and the scan
+# then adds what the updates made inside the block contribute: an update C[t] += x_j changes
+# sample i's dot product with class t by dot(x_i, x_j) = dim - 2 * hamming(x_i, x_j), taken from
+# one hamming_matrix call over the block. Every quantity is an integer, so the scan reproduces
+# the one-sample-at-a-time result exactly (same decisions, same counters).
+@njit(cache=True, nogil=True)
+def _scan_block(D, G, y, norm2, step, dim, miss_row, miss_t, miss_p, miss_step):
+    """Walk one block in order; D (B, K) int64 dots at the block start, G (B, B) int64 dots between
+    block rows. Updates norm2 (K,) float64 in place (exact integers, as the float path keeps them)
+    and records the mistakes. Returns (n_mistakes, step).
+
+    No fastmath here: the score ``dot / sqrt(norm2)`` must round exactly as NumPy (and the float
+    path) round it, so ties and near-ties break the same way.
+    """
+    B, K = D.shape
+    corr = np.zeros((B, K), np.int64)
+    m = 0
+    for i in range(B):
+        step += 1
+        best = 0
+        best_s = -1.0e308
+        for k in range(K):
+            if norm2[k] > 0:
+                s = np.float64(D[i, k] + corr[i, k]) / np.sqrt(norm2[k])
+            else:
+                s = 0.0
+            if s > best_s:
+                best_s = s
+                best = k
+        t = y[i]
+        if best == t:
+            continue
+        dt = np.float64(D[i, t] + corr[i, t])
+        dp = np.float64(D[i, best] + corr[i, best])
+        # |C + x|^2 = |C|^2 + 2 (x . C) + dim for a bipolar x
+        norm2[t] += 2.0 * dt + dim
+        norm2[best] += -2.0 * dp + dim
+        miss_row[m] = i
+        miss_t[m] = t
+        miss_p[m] = best
+        miss_step[m] = step
+        m += 1
+        for j in range(i + 1, B):
+            g = G[j, i]
+            corr[j, t] += g
+            corr[j, best] -= g
+    return m, step
+
+
+@njit(cache=True, nogil=True)
+def _apply_updates(Xb, miss_row, miss_t, miss_p, miss_step, m, dim, C, U):
+    """The block's mistakes, in integers: C[t] += x, C[p] -= x, U[t] += step x, U[p] -= step x
+    for each mistaken row x (bipolar: +1 for a 0 bit, -1 for a 1 bit), read from its packed words."""
+    W = Xb.shape[1]
+    for r in range(m):
+        x = Xb[miss_row[r]]
+        t = miss_t[r]
+        p = miss_p[r]
+        st = miss_step[r]
+        for w in range(W):
+            word = x[w]
+            base = w * 64
+            top = min(64, dim - base)
+            for b in range(top):
+                v = 1 - 2 * np.int64((word >> np.uint64(b)) & np.uint64(1))
+                j = base + b
+                C[t, j] += v
+                C[p, j] -= v
+                U[t, j] += st * v
+                U[p, j] -= st * v
+
+
+def perceptron_epoch_packed(X, y, order, dim, C, norm2, U, step, *, block=256):
+    """One perceptron epoch (mode 0: on a mistake ``C[y] += x``, ``C[pred] -= x``) on packed words.
+
+    X (n, W) uint64 packed queries; C (K, dim) int64 counters, norm2 (K,) float64 (their squared
+    norms, exact integers), U (K, dim) int64 (``sum step * delta``, for averaging) are updated in
+    place. Scores are ``dot / sqrt(norm2)`` (cosine up to the query norm), ties to the first class.
+    Returns (mistakes, step), as :func:`perceptron_epoch` does for the same inputs.
+    """
+    K = C.shape[0]
+    y = np.asarray(y, np.int64)
+    order = np.asarray(order, np.int64)
+    miss_row = np.empty(block, np.int64)
+    miss_t = np.empty(block, np.int64)
+    miss_p = np.empty(block, np.int64)
+    miss_step = np.empty(block, np.int64)
+    mistakes = 0
+    step = np.int64(step)
+    for s in range(0, order.size, block):
+        idx = order[s:s + block]
+        Xb = np.ascontiguousarray(X[idx])
+        planes, offsets = counter_planes(C, dim)
+        D = planes_dot(Xb, planes, offsets, C.sum(axis=1))
+        G = dim - 2 * F.hamming_matrix(Xb, Xb).astype(np.int64)
+        m, step = _scan_block(D, G, y[idx], norm2, step, dim, miss_row, miss_t, miss_p, miss_step)
+        if m:
+            _apply_updates(Xb, miss_row, miss_t, miss_p, miss_step, m, dim, C, U)
+            mistakes += m
+    return mistakes, int(step)

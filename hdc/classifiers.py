@@ -30,7 +30,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from . import functional as F
-from ._train import perceptron_epoch
+from ._planes import cosine_scores, counter_planes, planes_dot
+from ._train import perceptron_epoch, perceptron_epoch_packed
 from .packing import check_dim, n_words_for, pack_bits, pad_mask
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
     "RetrainClassifier",
     "expected_failed_checks",
 ]
-
-_QUERY_CHUNK = 4096  # queries scored per hamming_matrix call: bounds the (m, K*B) scratch
-
 
 # ---------------------------------------------------------------- functional core
 def class_counters(X: np.ndarray, y_idx: np.ndarray, n_classes: int, dim: int) -> np.ndarray:
@@ -62,60 +60,6 @@ def class_counters(X: np.ndarray, y_idx: np.ndarray, n_classes: int, dim: int) -
             acc.add(rows)
             C[k] = acc.bipolar_sum()
     return C
-
-
-def counter_planes(C: np.ndarray, dim: int):
-    """Split integer counters into packed bit-planes of ``C - offset`` (offset = row minimum).
-
-    Shapes: C (K, dim) int -> planes (K, B, W) uint64, offsets (K,) int64, with
-    ``C[k, j] = offsets[k] + sum_p 2**p * bit j of planes[k, p]``.
-    """
-    C = np.asarray(C, np.int64)
-    offsets = C.min(axis=1)
-    U = C - offsets[:, None]  # (K, dim) >= 0
-    n_planes = max(1, int(U.max()).bit_length())
-    if n_planes > 52:
-        raise ValueError(f"class counters need {n_planes} bit-planes; scores would overflow int64 "
-                         f"(quantize the counters, e.g. bits=16)")
-    planes = np.empty((C.shape[0], n_planes, n_words_for(dim)), np.uint64)
-    for p in range(n_planes):
-        planes[:, p] = pack_bits(((U >> p) & 1).astype(bool))
-    return planes, offsets
-
-
-def planes_dot(Q: np.ndarray, planes: np.ndarray, offsets: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """Exact bipolar dot products of packed queries with integer class counters.
-
-    With bit 1 <-> -1: ``dot(q, C_k) = sum_j C_kj - 2 * sum_{j: q_j=1} C_kj``, and
-    ``sum_{j: q_j=1} C_kj = offsets[k] * popcount(q) + sum_p 2**p * popcount(q & plane_kp)``
-    where ``popcount(q & x) = (popcount(q) + popcount(x) - hamming(q, x)) / 2``.
-
-    Shapes: Q (m, W), planes (K, B, W), offsets (K,), sums (K,) = C.sum(1) -> (m, K) int64.
-    """
-    K, B, W = planes.shape
-    flat = planes.reshape(K * B, W)
-    pc_planes = F.popcount(flat)  # (K*B,)
-    weights = np.left_shift(np.int64(1), np.arange(B, dtype=np.int64))  # (B,)
-    out = np.empty((Q.shape[0], K), np.int64)
-    H = None
-    for s in range(0, Q.shape[0], _QUERY_CHUNK):
-        q = Q[s:s + _QUERY_CHUNK]
-        if H is None or H.shape[0] != q.shape[0]:
-            H = np.empty((q.shape[0], K * B), np.int32)
-        F.hamming_matrix(q, flat, out=H)
-        pc_q = F.popcount(q)  # (m,)
-        both = (pc_q[:, None] + pc_planes[None, :] - H) >> 1  # (m, K*B) popcount(q & plane)
-        masked = both.reshape(-1, K, B) @ weights  # (m, K)
-        masked += offsets[None, :] * pc_q[:, None]
-        out[s:s + q.shape[0]] = sums[None, :] - 2 * masked
-    return out
-
-
-def cosine_scores(dots: np.ndarray, norms: np.ndarray, dim: int) -> np.ndarray:
-    """Cosine of bipolar queries (norm sqrt(dim)) with classes of the given norms; 0 for a zero class."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = dots / (norms[None, :] * np.sqrt(dim))
-    return np.where(norms[None, :] > 0, s, 0.0)
 
 
 def quantize_counters(C: np.ndarray, bits: int) -> np.ndarray:
@@ -408,10 +352,15 @@ class RetrainClassifier(_HDCClassifier):
     Every sample is encoded once; each epoch walks the stored packed vectors in a seeded
     random order and, on a mistake, adds the sample to its class and subtracts it from the
     predicted one (``update='perceptron'``), or does the same weighted by ``lr * (1 - cos)``
-    (``update='onlinehd'``, as OnlineHD). ``average=True`` keeps the running average of the
-    counters (the averaged perceptron), stable from the first epoch. The number of epochs is
-    chosen on ``validation_fraction`` of the TRAINING data (never the test set); with
-    ``refit=True`` the model is then retrained on all of it for that many epochs.
+    (``update='onlinehd'``, as OnlineHD, Imani et al. 2021). ``average=True`` keeps the running
+    average of the counters (the averaged perceptron), stable from the first epoch. The number
+    of epochs is chosen on ``validation_fraction`` of the TRAINING data (never the test set);
+    with ``refit=True`` the model is then retrained on all of it for that many epochs.
+
+    ``trainer='packed'`` (default) runs the perceptron epochs on the packed vectors and integer
+    counters, scored by the same bit-plane kernels as prediction; ``trainer='float'`` runs the
+    unpacked float64 reference. Both make the same mistakes and leave the same counters, bit for
+    bit; packed is faster. OnlineHD's real-valued updates always take the float path.
 
     Shapes: fit(X (n, W) uint64, y (n,)); predict(X (m, W)) -> (m,).
     Example: ``RetrainClassifier(dim=10_000, epochs=10).fit(Xw, y).score(Xw_test, y_test)``
@@ -419,7 +368,7 @@ class RetrainClassifier(_HDCClassifier):
 
     def __init__(self, dim=None, epochs=10, update="perceptron", average=True, init="zero",
                  lr=1.0, validation_fraction=0.1, refit=False, bits=None, seed=0,
-                 temperature=100.0, verbose=False):
+                 temperature=100.0, verbose=False, trainer="packed"):
         self.dim = dim
         self.epochs = epochs
         self.update = update
@@ -432,10 +381,14 @@ class RetrainClassifier(_HDCClassifier):
         self.seed = seed
         self.temperature = temperature
         self.verbose = verbose
+        self.trainer = trainer
 
     def _validate_params(self):
         if self.update not in ("perceptron", "onlinehd"):
             raise ValueError(f"update must be 'perceptron' or 'onlinehd', got {self.update!r}")
+        if self.trainer not in ("packed", "float"):
+            raise ValueError(f"trainer must be 'packed' (integer counters, bit-plane scores) or 'float' "
+                             f"(the float64 reference), got {self.trainer!r}")
         if self.init not in ("zero", "centroid"):
             raise ValueError(f"init must be 'zero' or 'centroid', got {self.init!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 0:
@@ -450,14 +403,19 @@ class RetrainClassifier(_HDCClassifier):
     def _train(self, X, y_idx, K, epochs, rng, Xv=None, yv=None):
         """Run ``epochs`` epochs; return (best counters, best epoch, history)."""
         dim = self.dim_
+        mode = 0 if self.update == "perceptron" else 1
+        # OnlineHD's updates are real-valued (lr * (1 - cos)): they have no integer form and keep
+        # the float path; perceptron updates are integers and run packed unless asked otherwise.
+        packed = mode == 0 and self.trainer == "packed"
         if self.init == "centroid":
-            C = class_counters(X, y_idx, K, dim).astype(np.float64)
+            C = class_counters(X, y_idx, K, dim)
         else:
-            C = np.zeros((K, dim), np.float64)
-        norm2 = (C ** 2).sum(axis=1)
+            C = np.zeros((K, dim), np.int64)
+        norm2 = (C.astype(np.float64) ** 2).sum(axis=1)  # exact integers (< 2**53) either way
+        if not packed:
+            C = C.astype(np.float64)
         U = np.zeros_like(C)
         step = 0
-        mode = 0 if self.update == "perceptron" else 1
         history = []
         best = (None, 0, -1.0)
         if Xv is not None and np.any(C):  # a centroid start (epoch 0) competes too; an all-zero one cannot
@@ -467,8 +425,11 @@ class RetrainClassifier(_HDCClassifier):
             history.append({"epoch": 0, "val_accuracy": acc0, "mistakes": None})
         for ep in range(1, epochs + 1):
             order = rng.permutation(X.shape[0])
-            mistakes, step = perceptron_epoch(X, y_idx, order, dim, C, norm2, U, step, mode=mode,
-                                              lr=self.lr, normalize=True)
+            if packed:
+                mistakes, step = perceptron_epoch_packed(X, y_idx, order, dim, C, norm2, U, step)
+            else:
+                mistakes, step = perceptron_epoch(X, y_idx, order, dim, C, norm2, U, step, mode=mode,
+                                                  lr=self.lr, normalize=True)
             model = self._snapshot(C, U, step)
             rec = {"epoch": ep, "mistakes": int(mistakes)}
             if Xv is not None:
