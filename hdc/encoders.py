@@ -240,6 +240,30 @@ def ngram(symbols, memory: ItemMemory, n: int) -> np.ndarray:
     return bundle(grams, dim, axis=0)
 
 
+GRAM_WEIGHTS = ("count", "sqrt")
+
+
+def _gram_weight(weight):
+    """The n-gram weighting as a function of the occurrence counts (int64 -> int64)."""
+    if callable(weight):
+        return weight
+    if weight == "count":
+        return lambda c: c
+    if weight == "sqrt":
+        # x16 keeps the rounding of sqrt fine-grained; any common factor leaves the cosines unchanged
+        return lambda c: np.rint(16.0 * np.sqrt(c)).astype(np.int64)
+    raise ValueError(f"weight must be one of {GRAM_WEIGHTS} or a function of the counts, got {weight!r}")
+
+
+def _select_texts(codes, offsets, which):
+    """codes/offsets of the texts ``which`` only."""
+    lengths = np.diff(offsets)[which]
+    sub = np.concatenate([codes[offsets[t]:offsets[t + 1]] for t in which]).astype(np.int32)
+    off = np.zeros(which.size + 1, np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return sub, off
+
+
 # ---------------------------------------------------------------- scikit-learn transformers
 class _Encoder(TransformerMixin, BaseEstimator):
     @property
@@ -545,8 +569,17 @@ class NGramEncoder(_Encoder):
         codes, offsets = self.codes(X)
         return _ngram.ngram_majority(codes, offsets, self.table_, tie_vector(self.dim), self.dim)
 
-    def counts(self, X, groups, n_groups: int):
-        """Per group, the number of its texts' n-grams setting each bit, and its gram total.
+    def counts(self, X, groups, n_groups: int, *, weight="count"):
+        """Per group, the (weighted) number of its texts' n-grams setting each bit, and the weight total.
+
+        The distinct n-grams of each group are counted first and each distinct gram's vector is
+        added once per set bit of its weight (:func:`hdc._ngram.weighted_gram_counts`): the
+        same counts as adding every occurrence, with far fewer vector additions. ``weight``:
+        ``'count'`` (a gram counts as often as it occurs), ``'sqrt'`` (``round(16 sqrt(count))``,
+        a sublinear term weight as in Salton & Buckley 1988, "Term-weighting approaches in
+        automatic text retrieval": frequent grams dominate less), or a function from the (E,)
+        int64 occurrence counts to non-negative int64 weights. A text shorter than n adds its one
+        shorter gram with weight 1.
 
         Shapes: groups (T,) ints in [0, n_groups) -> (n_groups, dim) int64, (n_groups,) int64.
         """
@@ -556,19 +589,34 @@ class NGramEncoder(_Encoder):
             raise ValueError(f"groups must give one group per text ({offsets.size - 1}), got {groups.shape}")
         if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
             raise ValueError(f"groups must lie in [0, {n_groups})")
-        return _ngram.ngram_counts(codes, offsets, self.table_, groups, n_groups, self.dim)
+        wfun = _gram_weight(weight)
+        n = int(self.n)
+        g, sym, cnt = _ngram.distinct_gram_counts(codes, offsets, groups, n_groups, n, self.table_.shape[1])
+        w = wfun(cnt)
+        if not (isinstance(w, np.ndarray) and w.shape == cnt.shape and w.dtype.kind in "iu"
+                and (w.size == 0 or w.min() >= 0)):
+            raise ValueError(f"weight must map the occurrence counts to as many non-negative integers, "
+                             f"got {type(w).__name__} {getattr(w, 'shape', '')} {getattr(w, 'dtype', '')}")
+        counts, totals = _ngram.weighted_gram_counts(g, sym, w.astype(np.int64), n_groups, self.table_, self.dim)
+        short = np.flatnonzero(np.diff(offsets) < n)
+        if short.size:  # their one shorter gram each, through the occurrence kernel
+            sc, st = _ngram.ngram_counts(*_select_texts(codes, offsets, short), self.table_,
+                                         groups[short], n_groups, self.dim)
+            counts += sc
+            totals += st
+        return counts, totals
 
-    def class_counters(self, X, y):
-        """Integer class counters: the bipolar sum of all n-grams of each class's texts.
+    def class_counters(self, X, y, *, weight="count"):
+        """Integer class counters: the (weighted) bipolar sum of all n-grams of each class's texts.
 
-        Returns (classes (K,), counters (K, dim) int64), ready for
+        ``weight`` as in :meth:`counts`. Returns (classes (K,), counters (K, dim) int64), ready for
         ``CentroidClassifier.from_counters``.
         """
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise ValueError(f"y must give one label per text ({len(X)}), got shape {y.shape}")
         classes, idx = np.unique(y, return_inverse=True)
-        counts, totals = self.counts(X, idx, len(classes))
+        counts, totals = self.counts(X, idx, len(classes), weight=weight)
         return classes, totals[:, None] - 2 * counts
 
     def get_config(self) -> dict:
