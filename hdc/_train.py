@@ -131,22 +131,22 @@ def perceptron_epoch_ref(X, y, order, dim, C, norm2, U, step, *, mode=0, lr=1.0,
 # earlier update. To score a block of B samples with one call of the bit-plane kernels, the
 # block is scored against the counters at its start, D = planes_dot(X_block, C), and the scan
 # then adds what the updates made inside the block contribute: an update C[t] += x_j changes
-# sample i's dot product with class t by dot(x_i, x_j) = dim - 2 * hamming(x_i, x_j), taken from
-# one hamming_matrix call over the block. Every quantity is an integer, so the scan reproduces
-# the one-sample-at-a-time result exactly (same decisions, same counters).
+# a later sample i's dot product with class t by dot(x_i, x_j) = dim - 2 * hamming(x_i, x_j).
+# Those are computed when a mistake happens, for the rows after it only (one hamming_matrix
+# call of one row against the rest of the block), so their cost follows the mistakes, not B^2.
+# Every quantity is an integer, so the scan reproduces the one-sample-at-a-time result exactly.
 @njit(cache=True, nogil=True)
-def _scan_block(D, G, y, norm2, step, dim, miss_row, miss_t, miss_p, miss_step):
-    """Walk one block in order; D (B, K) int64 dots at the block start, G (B, B) int64 dots between
-    block rows. Updates norm2 (K,) float64 in place (exact integers, as the float path keeps them)
-    and records the mistakes. Returns (n_mistakes, step).
+def _scan_to_mistake(D, corr, y, norm2, start, step, dim):
+    """Walk the block from row ``start`` until a mistake; D (B, K) int64 dots at the block start,
+    corr (B, K) int64 what earlier in-block updates add to them. On a mistake at row i (true class
+    t, predicted p) updates norm2 (K,) float64 (exact integers, as the float path keeps them).
+    Returns (i, t, p, step), with i = B if the block ended without one.
 
     No fastmath here: the score ``dot / sqrt(norm2)`` must round exactly as NumPy (and the float
     path) round it, so ties and near-ties break the same way.
     """
     B, K = D.shape
-    corr = np.zeros((B, K), np.int64)
-    m = 0
-    for i in range(B):
+    for i in range(start, B):
         step += 1
         best = 0
         best_s = -1.0e308
@@ -161,21 +161,11 @@ def _scan_block(D, G, y, norm2, step, dim, miss_row, miss_t, miss_p, miss_step):
         t = y[i]
         if best == t:
             continue
-        dt = np.float64(D[i, t] + corr[i, t])
-        dp = np.float64(D[i, best] + corr[i, best])
         # |C + x|^2 = |C|^2 + 2 (x . C) + dim for a bipolar x
-        norm2[t] += 2.0 * dt + dim
-        norm2[best] += -2.0 * dp + dim
-        miss_row[m] = i
-        miss_t[m] = t
-        miss_p[m] = best
-        miss_step[m] = step
-        m += 1
-        for j in range(i + 1, B):
-            g = G[j, i]
-            corr[j, t] += g
-            corr[j, best] -= g
-    return m, step
+        norm2[t] += 2.0 * np.float64(D[i, t] + corr[i, t]) + dim
+        norm2[best] += -2.0 * np.float64(D[i, best] + corr[i, best]) + dim
+        return i, t, best, step
+    return B, -1, -1, step
 
 
 @njit(cache=True, nogil=True)
@@ -201,7 +191,7 @@ def _apply_updates(Xb, miss_row, miss_t, miss_p, miss_step, m, dim, C, U):
                 U[p, j] -= st * v
 
 
-def perceptron_epoch_packed(X, y, order, dim, C, norm2, U, step, *, block=256):
+def perceptron_epoch_packed(X, y, order, dim, C, norm2, U, step, *, block=512):
     """One perceptron epoch (mode 0: on a mistake ``C[y] += x``, ``C[pred] -= x``) on packed words.
 
     X (n, W) uint64 packed queries; C (K, dim) int64 counters, norm2 (K,) float64 (their squared
@@ -221,10 +211,24 @@ def perceptron_epoch_packed(X, y, order, dim, C, norm2, U, step, *, block=256):
     for s in range(0, order.size, block):
         idx = order[s:s + block]
         Xb = np.ascontiguousarray(X[idx])
+        yb = y[idx]
+        B = idx.size
         planes, offsets = counter_planes(C, dim)
         D = planes_dot(Xb, planes, offsets, C.sum(axis=1))
-        G = dim - 2 * F.hamming_matrix(Xb, Xb).astype(np.int64)
-        m, step = _scan_block(D, G, y[idx], norm2, step, dim, miss_row, miss_t, miss_p, miss_step)
+        corr = np.zeros((B, K), np.int64)
+        m = 0
+        i = 0
+        while True:
+            i, t, p, step = _scan_to_mistake(D, corr, yb, norm2, i, step, dim)
+            if i >= B:
+                break
+            miss_row[m], miss_t[m], miss_p[m], miss_step[m] = i, t, p, step
+            m += 1
+            i += 1
+            if i < B:  # what this update adds to the later rows' dot products
+                g = dim - 2 * F.hamming_matrix(Xb[i - 1:i], Xb[i:])[0].astype(np.int64)
+                corr[i:, t] += g
+                corr[i:, p] -= g
         if m:
             _apply_updates(Xb, miss_row, miss_t, miss_p, miss_step, m, dim, C, U)
             mistakes += m

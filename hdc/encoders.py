@@ -431,19 +431,37 @@ class RandomProjectionEncoder(_Encoder):
         return X / np.where(norm > 0, norm, 1.0)
 
     def transform(self, X):
+        return self.transform_gammas(X, [self.gamma])[0]
+
+    def transform_gammas(self, X, gammas):
+        """X encoded at each of several ``gammas`` from one projection: a list of (n, W) arrays,
+        bit for bit ``set_params(gamma=g).transform(X)`` for each g.
+
+        The projection ``W x`` (a matrix product) is most of an encoding's cost and does not
+        depend on gamma, so models that want different gammas (a centroid and a retrained
+        perceptron peak at different ones) can share it.
+        """
         check_is_fitted(self, "proj_")
         self._check_params()  # again: set_params() may follow fit
+        gs = list(gammas)
+        for g in gs:
+            if isinstance(g, bool) or not isinstance(g, numbers.Real) or not (np.isfinite(g) and g > 0):
+                raise ValueError(f"gammas must be finite numbers > 0 (the projection's frequencies), got {g!r}")
+        if not gs:
+            raise ValueError("gammas is empty: give at least one gamma")
         X = _check_features(X, owner="RandomProjectionEncoder", n_features_in=self.n_features_in_)
-        out = np.empty((X.shape[0], n_words_for(self.dim)), np.uint64)
-        g = np.float32(self.gamma)
+        outs = [np.empty((X.shape[0], n_words_for(self.dim)), np.uint64) for _ in gs]
         for s in range(0, X.shape[0], self.batch_size):
-            z = self._prep(X[s:s + self.batch_size]) @ self.proj_  # (b, dim)
-            if self.kind == "cos":
-                z *= g
-                z += self.bias_
-                np.cos(z, out=z)
-            out[s:s + z.shape[0]] = pack_bits(z < 0)
-        return out
+            proj = self._prep(X[s:s + self.batch_size]) @ self.proj_  # (b, dim)
+            for g, out in zip(gs, outs):
+                if self.kind == "cos":
+                    z = proj * np.float32(g)
+                    z += self.bias_
+                    np.cos(z, out=z)
+                else:
+                    z = proj
+                out[s:s + z.shape[0]] = pack_bits(z < 0)
+        return outs
 
 
 class NGramEncoder(_Encoder):

@@ -326,3 +326,14 @@ def test_sqrt_weighted_counts_equal_a_direct_sum():
         enc.class_counters(texts, y, weight="idf")
     with pytest.raises(ValueError, match="weight must map the occurrence counts to as many non-negative integers"):
         enc.class_counters(texts, y, weight=lambda c: -c)
+
+
+def test_transform_gammas_equals_one_transform_per_gamma():
+    X = np.random.default_rng(3).random((50, 12))
+    for kind in ("cos", "sign"):
+        enc = E.RandomProjectionEncoder(dim=300, kind=kind, center=True, batch_size=16, seed=2).fit(X)
+        got = enc.transform_gammas(X, [0.5, 1.5, 3.0])
+        for g, H in zip([0.5, 1.5, 3.0], got):
+            assert np.array_equal(H, enc.set_params(gamma=g).transform(X)), (kind, g)
+    with pytest.raises(ValueError, match=r"gammas must be finite numbers > 0 .*got -1"):
+        enc.transform_gammas(X, [1.0, -1])
