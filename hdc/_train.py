@@ -226,7 +226,8 @@ def perceptron_epoch_packed(X, y, order, dim, C, norm2, U, step, *, block=512):
             m += 1
             i += 1
             if i < B:  # what this update adds to the later rows' dot products
-                g = dim - 2 * F.hamming_matrix(Xb[i - 1:i], Xb[i:])[0].astype(np.int64)
+                # one row against at most a block: too little work to share between threads
+                g = dim - 2 * F.hamming_matrix(Xb[i - 1:i], Xb[i:], threads=1)[0].astype(np.int64)
                 corr[i:, t] += g
                 corr[i:, p] -= g
         if m:

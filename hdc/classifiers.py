@@ -9,6 +9,10 @@ norm (cosine). Binarising the classes would be cheaper but costs accuracy (see M
 
 Both classifiers are scikit-learn estimators that take packed words (uint64, (n, n_words));
 put an encoder from :mod:`hdc.encoders` in front of them in a ``Pipeline`` for raw features.
+scikit-learn's conformance suite accepts them (tests/test_sklearn_conformance.py); the checks
+that need a fit on float features cannot apply to a classifier alone and are declared by
+:func:`expected_failed_checks`. ``RetrainClassifier`` trains on the packed words too
+(:func:`hdc._train.perceptron_epoch_packed`), exactly as its float64 reference does.
 
 Example::
 
