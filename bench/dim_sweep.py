@@ -41,7 +41,7 @@ def langrec_row(train, labels, texts, dim):
 
 def fashion_rows(Xtr, ytr, Xte, yte, dim, epochs):
     t0 = time.perf_counter()
-    enc = RandomProjectionEncoder(dim=dim, seed=0).fit(Xtr)
+    enc = RandomProjectionEncoder(dim=dim, center=True, seed=0).fit(Xtr)
     Htr, Hte = enc.transform(Xtr), enc.transform(Xte)
     t_enc = time.perf_counter() - t0
     t = time.perf_counter()

@@ -51,7 +51,7 @@ def build_digits(dim, quick):
 
     X, y = datasets.load_digits()
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
-    enc = RandomProjectionEncoder(dim=dim, seed=0).fit(Xtr)
+    enc = RandomProjectionEncoder(dim=dim, center=True, seed=0).fit(Xtr)
     clf = RetrainClassifier(dim=dim, epochs=10).fit(enc.transform(Xtr), ytr)
     return "digits random projection + averaged perceptron", clf.counters_, clf.classes_, enc.transform(Xte), yte
 

@@ -9,6 +9,10 @@ norm (cosine). Binarising the classes would be cheaper but costs accuracy (see M
 
 Both classifiers are scikit-learn estimators that take packed words (uint64, (n, n_words));
 put an encoder from :mod:`hdc.encoders` in front of them in a ``Pipeline`` for raw features.
+scikit-learn's conformance suite accepts them (tests/test_sklearn_conformance.py); the checks
+that need a fit on float features cannot apply to a classifier alone and are declared by
+:func:`expected_failed_checks`. ``RetrainClassifier`` trains on the packed words too
+(:func:`hdc._train.perceptron_epoch_packed`), exactly as its float64 reference does.
 
 Example::
 
@@ -23,12 +27,15 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 from . import functional as F
-from ._train import perceptron_epoch
+from ._planes import cosine_scores, counter_planes, planes_dot
+from ._train import perceptron_epoch, perceptron_epoch_packed
 from .packing import check_dim, n_words_for, pack_bits, pad_mask
 
 __all__ = [
@@ -39,10 +46,8 @@ __all__ = [
     "quantize_counters",
     "CentroidClassifier",
     "RetrainClassifier",
+    "expected_failed_checks",
 ]
-
-_QUERY_CHUNK = 4096  # queries scored per hamming_matrix call: bounds the (m, K*B) scratch
-
 
 # ---------------------------------------------------------------- functional core
 def class_counters(X: np.ndarray, y_idx: np.ndarray, n_classes: int, dim: int) -> np.ndarray:
@@ -59,60 +64,6 @@ def class_counters(X: np.ndarray, y_idx: np.ndarray, n_classes: int, dim: int) -
             acc.add(rows)
             C[k] = acc.bipolar_sum()
     return C
-
-
-def counter_planes(C: np.ndarray, dim: int):
-    """Split integer counters into packed bit-planes of ``C - offset`` (offset = row minimum).
-
-    Shapes: C (K, dim) int -> planes (K, B, W) uint64, offsets (K,) int64, with
-    ``C[k, j] = offsets[k] + sum_p 2**p * bit j of planes[k, p]``.
-    """
-    C = np.asarray(C, np.int64)
-    offsets = C.min(axis=1)
-    U = C - offsets[:, None]  # (K, dim) >= 0
-    n_planes = max(1, int(U.max()).bit_length())
-    if n_planes > 52:
-        raise ValueError(f"class counters need {n_planes} bit-planes; scores would overflow int64 "
-                         f"(quantize the counters, e.g. bits=16)")
-    planes = np.empty((C.shape[0], n_planes, n_words_for(dim)), np.uint64)
-    for p in range(n_planes):
-        planes[:, p] = pack_bits(((U >> p) & 1).astype(bool))
-    return planes, offsets
-
-
-def planes_dot(Q: np.ndarray, planes: np.ndarray, offsets: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """Exact bipolar dot products of packed queries with integer class counters.
-
-    With bit 1 <-> -1: ``dot(q, C_k) = sum_j C_kj - 2 * sum_{j: q_j=1} C_kj``, and
-    ``sum_{j: q_j=1} C_kj = offsets[k] * popcount(q) + sum_p 2**p * popcount(q & plane_kp)``
-    where ``popcount(q & x) = (popcount(q) + popcount(x) - hamming(q, x)) / 2``.
-
-    Shapes: Q (m, W), planes (K, B, W), offsets (K,), sums (K,) = C.sum(1) -> (m, K) int64.
-    """
-    K, B, W = planes.shape
-    flat = planes.reshape(K * B, W)
-    pc_planes = F.popcount(flat)  # (K*B,)
-    weights = np.left_shift(np.int64(1), np.arange(B, dtype=np.int64))  # (B,)
-    out = np.empty((Q.shape[0], K), np.int64)
-    H = None
-    for s in range(0, Q.shape[0], _QUERY_CHUNK):
-        q = Q[s:s + _QUERY_CHUNK]
-        if H is None or H.shape[0] != q.shape[0]:
-            H = np.empty((q.shape[0], K * B), np.int32)
-        F.hamming_matrix(q, flat, out=H)
-        pc_q = F.popcount(q)  # (m,)
-        both = (pc_q[:, None] + pc_planes[None, :] - H) >> 1  # (m, K*B) popcount(q & plane)
-        masked = both.reshape(-1, K, B) @ weights  # (m, K)
-        masked += offsets[None, :] * pc_q[:, None]
-        out[s:s + q.shape[0]] = sums[None, :] - 2 * masked
-    return out
-
-
-def cosine_scores(dots: np.ndarray, norms: np.ndarray, dim: int) -> np.ndarray:
-    """Cosine of bipolar queries (norm sqrt(dim)) with classes of the given norms; 0 for a zero class."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = dots / (norms[None, :] * np.sqrt(dim))
-    return np.where(norms[None, :] > 0, s, 0.0)
 
 
 def quantize_counters(C: np.ndarray, bits: int) -> np.ndarray:
@@ -145,6 +96,45 @@ def _check_temperature(t):
     return float(t)
 
 
+# scikit-learn's conformance suite (sklearn.utils.estimator_checks) fits every estimator on
+# float feature matrices it generates. A classifier here takes packed uint64 words (what an
+# encoder returns), so it refuses those with a TypeError, and the checks below, which need a
+# successful fit on such data, do not apply to a classifier alone. Each passes for the same
+# classifier behind an encoder in a Pipeline (tests/test_sklearn_conformance.py runs both, and
+# checks that exactly these fail alone). Every other check (errors before fit, for NaN/inf,
+# sparse, complex, 1-D or empty X, for a bad, continuous or one-class y) passes alone too.
+_FLOAT_FIT_CHECKS = (
+    "check_classifier_data_not_an_array", "check_classifiers_classes", "check_classifiers_train",
+    "check_decision_proba_consistency", "check_dict_unchanged", "check_dont_overwrite_parameters",
+    "check_dtype_object", "check_estimators_dtypes", "check_estimators_fit_returns_self",
+    "check_estimators_nan_inf", "check_estimators_overwrite_params", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_fit2d_1feature", "check_fit2d_predict1d",
+    "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
+    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_n_features_in",
+    "check_n_features_in_after_fitting", "check_pipeline_consistency", "check_positive_only_tag_during_fit",
+    "check_readonly_memmap_input", "check_supervised_y_2d",
+)
+_FLOAT_FIT_REASON = ("fits on the float features the suite generates; a classifier alone takes packed uint64 "
+                     "words (an encoder's output) and refuses floats with a TypeError. The same check passes "
+                     "for the classifier behind an encoder in a Pipeline")
+
+
+def expected_failed_checks(estimator) -> dict:
+    """The scikit-learn conformance checks a classifier here is expected to fail alone, each with its
+    reason, for ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``.
+
+    Only checks that need a fit on float features: the packed-input contract makes them
+    inapplicable to a classifier alone. Everything else (and every check of a Pipeline of an
+    encoder and a classifier, but the two scikit-learn's own Pipeline fails) passes.
+    """
+    if not isinstance(estimator, _HDCClassifier):
+        return {}
+    names = list(_FLOAT_FIT_CHECKS)
+    if hasattr(estimator, "partial_fit"):
+        names.append("check_estimators_partial_fit_n_features")
+    return {name: _FLOAT_FIT_REASON for name in sorted(names)}
+
+
 class _HDCClassifier(ClassifierMixin, BaseEstimator):
     """Shared parts: input checks, the counter model, bit-plane scoring."""
 
@@ -152,20 +142,51 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
         _check_bits(self.bits)
         _check_temperature(self.temperature)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
     def _check_fitted(self):
         if not hasattr(self, "counters_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
 
-    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+    def _check_X_shape(self, X, *, fitting: bool) -> np.ndarray:
+        """First half of the input check: the container, shape and values (not yet the dtype).
+
+        The dtype (packed uint64 words) is checked after ``y`` (see :meth:`_check_X_words`), so a
+        bad ``y`` or a NaN is reported as such whatever X holds.
+        """
+        who = type(self).__name__
+        if sp.issparse(X):
+            raise TypeError(f"X is a sparse {type(X).__name__}, but {who} takes dense packed words only "
+                            f"(sparse input is not supported): pass X.toarray().astype(np.uint64)")
         if not isinstance(X, np.ndarray):
             X = np.asarray(X)
+        if X.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: X has dtype {X.dtype}; {who} takes packed "
+                             f"uint64 words")
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_words), got shape {X.shape}; Reshape your data: "
+                             f"X.reshape(1, -1) if it holds one packed vector")
+        if fitting and X.shape[0] < 1:
+            raise ValueError(f"X has shape {X.shape}: {who}.fit needs at least 1 sample (0 sample(s) given)")
+        if X.shape[1] < 1:
+            raise ValueError(f"X has shape {X.shape}: no words (0 feature(s) (shape={X.shape}) while a "
+                             f"minimum of 1 is required)")
+        if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+            raise ValueError(f"X contains NaN or infinite values; {who} takes packed uint64 words (encode "
+                             f"features first, after imputing or dropping the NaN/inf)")
+        return X
+
+    def _check_X_words(self, X, *, fitting: bool) -> np.ndarray:
+        """Second half: packed uint64 words of the model's dim, pad bits zero."""
         if X.dtype != np.uint64:
             raise TypeError(
                 f"{type(self).__name__} takes packed hypervectors (uint64 words, shape (n, n_words)), "
                 f"got dtype {X.dtype}; encode features first, e.g. make_pipeline("
                 f"RandomProjectionEncoder(dim=...), {type(self).__name__}(dim=...))")
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_words), got shape {X.shape}")
         X = np.ascontiguousarray(X)
         if fitting:
             dim = X.shape[1] * 64 if self.dim is None else check_dim(self.dim)
@@ -173,7 +194,6 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"X has {X.shape[1]} words per vector but dim={dim} needs "
                                  f"{n_words_for(dim)}")
         else:
-            self._check_fitted()
             dim = self.dim_
             if X.shape[1] != n_words_for(dim):
                 raise ValueError(f"X has {X.shape[1]} words per vector but the model was trained at "
@@ -190,16 +210,39 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
             self.dim_ = dim
         return X
 
+    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+        if not fitting:
+            self._check_fitted()
+        return self._check_X_words(self._check_X_shape(X, fitting=fitting), fitting=fitting)
+
     def _check_y(self, y, n):
+        who = type(self).__name__
+        if y is None:
+            raise ValueError(f"{who} requires y to be passed, but the target y is None")
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # warns (DataConversionWarning) and ravels a column
         if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(f"y must be 1-D with one label per sample ({n}), got shape {y.shape}")
+            raise ValueError(f"X has {n} rows, y has shape {y.shape}: y must be 1-D with one label per sample")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            # worded as scikit-learn words it, which its conformance suite asks of a Pipeline
+            what = "NaN." if np.isnan(y).any() else "infinity or a value too large for dtype('float64')."
+            first = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise ValueError(f"Input y contains {what} Class labels must be finite (first bad label at "
+                             f"sample {first})")
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if classes.size < 2:
-            raise ValueError(f"need samples of at least 2 classes to train a classifier, got only "
-                             f"{classes.tolist()}")
+            raise ValueError(f"y has 1 class ({classes.tolist()}): a classifier needs samples of at least "
+                             f"2 classes to train")
         return classes, y_idx.astype(np.int64)
+
+    def _check_Xy(self, X, y):
+        """fit's input check, in the order that names the first real problem: X's shape and values,
+        then y, then X's dtype and packing."""
+        X = self._check_X_shape(X, fitting=True)
+        classes, y_idx = self._check_y(y, X.shape[0])
+        return self._check_X_words(X, fitting=True), classes, y_idx
 
     def _set_counters(self, C, *, quantize: bool = True):
         """Install integer counters (K, dim) as the model: planes, offsets, sums, norms."""
@@ -261,8 +304,7 @@ class CentroidClassifier(_HDCClassifier):
 
     def fit(self, X, y):
         self._validate_params()
-        X = self._check_X(X, fitting=True)
-        self.classes_, y_idx = self._check_y(y, X.shape[0])
+        X, self.classes_, y_idx = self._check_Xy(X, y)
         self.raw_counters_ = class_counters(X, y_idx, len(self.classes_), self.dim_)
         return self._set_counters(self.raw_counters_)
 
@@ -314,10 +356,15 @@ class RetrainClassifier(_HDCClassifier):
     Every sample is encoded once; each epoch walks the stored packed vectors in a seeded
     random order and, on a mistake, adds the sample to its class and subtracts it from the
     predicted one (``update='perceptron'``), or does the same weighted by ``lr * (1 - cos)``
-    (``update='onlinehd'``, as OnlineHD). ``average=True`` keeps the running average of the
-    counters (the averaged perceptron), stable from the first epoch. The number of epochs is
-    chosen on ``validation_fraction`` of the TRAINING data (never the test set); with
-    ``refit=True`` the model is then retrained on all of it for that many epochs.
+    (``update='onlinehd'``, as OnlineHD, Imani et al. 2021). ``average=True`` keeps the running
+    average of the counters (the averaged perceptron), stable from the first epoch. The number
+    of epochs is chosen on ``validation_fraction`` of the TRAINING data (never the test set);
+    with ``refit=True`` the model is then retrained on all of it for that many epochs.
+
+    ``trainer='packed'`` (default) runs the perceptron epochs on the packed vectors and integer
+    counters, scored by the same bit-plane kernels as prediction; ``trainer='float'`` runs the
+    unpacked float64 reference. Both make the same mistakes and leave the same counters, bit for
+    bit; packed is faster. OnlineHD's real-valued updates always take the float path.
 
     Shapes: fit(X (n, W) uint64, y (n,)); predict(X (m, W)) -> (m,).
     Example: ``RetrainClassifier(dim=10_000, epochs=10).fit(Xw, y).score(Xw_test, y_test)``
@@ -325,7 +372,7 @@ class RetrainClassifier(_HDCClassifier):
 
     def __init__(self, dim=None, epochs=10, update="perceptron", average=True, init="zero",
                  lr=1.0, validation_fraction=0.1, refit=False, bits=None, seed=0,
-                 temperature=100.0, verbose=False):
+                 temperature=100.0, verbose=False, trainer="packed"):
         self.dim = dim
         self.epochs = epochs
         self.update = update
@@ -338,10 +385,14 @@ class RetrainClassifier(_HDCClassifier):
         self.seed = seed
         self.temperature = temperature
         self.verbose = verbose
+        self.trainer = trainer
 
     def _validate_params(self):
         if self.update not in ("perceptron", "onlinehd"):
             raise ValueError(f"update must be 'perceptron' or 'onlinehd', got {self.update!r}")
+        if self.trainer not in ("packed", "float"):
+            raise ValueError(f"trainer must be 'packed' (integer counters, bit-plane scores) or 'float' "
+                             f"(the float64 reference), got {self.trainer!r}")
         if self.init not in ("zero", "centroid"):
             raise ValueError(f"init must be 'zero' or 'centroid', got {self.init!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 0:
@@ -356,30 +407,38 @@ class RetrainClassifier(_HDCClassifier):
     def _train(self, X, y_idx, K, epochs, rng, Xv=None, yv=None):
         """Run ``epochs`` epochs; return (best counters, best epoch, history)."""
         dim = self.dim_
+        mode = 0 if self.update == "perceptron" else 1
+        # OnlineHD's updates are real-valued (lr * (1 - cos)): they have no integer form and keep
+        # the float path; perceptron updates are integers and run packed unless asked otherwise.
+        packed = mode == 0 and self.trainer == "packed"
         if self.init == "centroid":
-            C = class_counters(X, y_idx, K, dim).astype(np.float64)
+            C = class_counters(X, y_idx, K, dim)
         else:
-            C = np.zeros((K, dim), np.float64)
-        norm2 = (C ** 2).sum(axis=1)
+            C = np.zeros((K, dim), np.int64)
+        norm2 = (C.astype(np.float64) ** 2).sum(axis=1)  # exact integers (< 2**53) either way
+        if not packed:
+            C = C.astype(np.float64)
         U = np.zeros_like(C)
         step = 0
-        mode = 0 if self.update == "perceptron" else 1
         history = []
         best = (None, 0, -1.0)
-        if Xv is not None:  # epoch 0 (the initial model) competes too
+        if Xv is not None and np.any(C):  # a centroid start (epoch 0) competes too; an all-zero one cannot
             model0 = self._snapshot(C, U, step)
-            acc0 = self._val_acc(model0, Xv, yv) if np.any(model0) else 0.0
+            acc0 = self._val_acc(model0, Xv, yv)
             best = (model0, 0, acc0)
             history.append({"epoch": 0, "val_accuracy": acc0, "mistakes": None})
         for ep in range(1, epochs + 1):
             order = rng.permutation(X.shape[0])
-            mistakes, step = perceptron_epoch(X, y_idx, order, dim, C, norm2, U, step, mode=mode,
-                                              lr=self.lr, normalize=True)
+            if packed:
+                mistakes, step = perceptron_epoch_packed(X, y_idx, order, dim, C, norm2, U, step)
+            else:
+                mistakes, step = perceptron_epoch(X, y_idx, order, dim, C, norm2, U, step, mode=mode,
+                                                  lr=self.lr, normalize=True)
             model = self._snapshot(C, U, step)
             rec = {"epoch": ep, "mistakes": int(mistakes)}
             if Xv is not None:
                 rec["val_accuracy"] = self._val_acc(model, Xv, yv)
-                if rec["val_accuracy"] > best[2]:
+                if rec["val_accuracy"] > best[2]:  # ties keep the earlier epoch
                     best = (model, ep, rec["val_accuracy"])
             else:
                 best = (model, ep, None)
@@ -394,10 +453,15 @@ class RetrainClassifier(_HDCClassifier):
 
     def _snapshot(self, C, U, step):
         """Integer counters of the current (averaged) model."""
+        M = C
         if self.average and step > 0:
-            M = step * C - U  # proportional to the average of the counters over all steps
-        else:
-            M = C
+            # proportional to the average of the counters over all steps (Freund & Schapire 1999,
+            # "Large margin classification using the perceptron algorithm"); an update at the very
+            # last step has weight 0 in it, so if that was the only one the average is all zero
+            # while the model is not: then the current counters stand in for the average.
+            A = step * C - U
+            if np.any(A):
+                M = A
         if self.update == "onlinehd":  # real-valued updates: keep 24 bits of them
             return quantize_counters(M, 24)
         return np.rint(M).astype(np.int64)
@@ -410,8 +474,7 @@ class RetrainClassifier(_HDCClassifier):
 
     def fit(self, X, y):
         self._validate_params()
-        X = self._check_X(X, fitting=True)
-        self.classes_, y_idx = self._check_y(y, X.shape[0])
+        X, self.classes_, y_idx = self._check_Xy(X, y)
         K = len(self.classes_)
         rng = np.random.default_rng(self.seed)
         vf = self.validation_fraction or 0.0
@@ -439,5 +502,6 @@ class RetrainClassifier(_HDCClassifier):
             self.best_epoch_ = best_ep
             self.history_ = hist
         if not np.any(M):
-            raise ValueError("training left every class counter at zero (no epochs and init='zero'?)")
+            raise ValueError(f"epochs={self.epochs!r} with init={self.init!r} leaves every class counter at "
+                             f"zero (no sample was ever added): use epochs >= 1 or init='centroid'")
         return self._set_counters(M)

@@ -46,7 +46,7 @@ def digits(dim: int) -> None:
     print(f"scikit-learn digits: {len(Xtr)} train / {len(Xte)} test images, D={dim} "
           f"(set HDSPIKE_DATA to a folder with langrec/ for the language-recognition demo)")
     t0 = time.perf_counter()
-    enc = RandomProjectionEncoder(dim=dim, seed=0).fit(Xtr)
+    enc = RandomProjectionEncoder(dim=dim, center=True, seed=0).fit(Xtr)
     Htr, Hte = enc.transform(Xtr), enc.transform(Xte)
     for clf in (CentroidClassifier(dim=dim), RetrainClassifier(dim=dim, epochs=10, seed=0)):
         t = time.perf_counter()

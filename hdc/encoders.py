@@ -17,6 +17,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -49,25 +50,60 @@ def _check_seed(seed):
     return int(seed)
 
 
-def _check_features(X, name="X", *, fitting_for=None):
-    """X as float64 (n, F), finite, F >= 1; ``fitting_for`` (the estimator's name) also asks n >= 1."""
-    X = np.asarray(X)
+def _check_features(X, name="X", *, owner=None, fitting=False, n_features_in=None):
+    """X as a float64 (n, F) array, F >= 1, finite; raises naming the argument, value and what is allowed.
+
+    ``owner`` (the estimator's class name) goes into the messages; ``fitting`` also asks n >= 1
+    (a range cannot be learnt from no samples); ``n_features_in`` (after fit) asks for that many
+    features. The phrases scikit-learn's conformance suite looks for ("sparse", "Complex data not
+    supported", "Reshape your data", "0 feature(s) (shape=..., 0)) while a minimum of 1 is
+    required", "is expecting N features") are part of the messages, so its checks recognise them.
+    """
+    who = owner or "this encoder"
+    if sp.issparse(X):
+        raise TypeError(f"{name} is a sparse {type(X).__name__}, but {who} takes dense arrays only "
+                        f"(sparse input is not supported): pass {name}.toarray()")
+    if not isinstance(X, np.ndarray):
+        X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}; {who} encodes real numbers")
+    if X.dtype.kind == "O":
+        try:  # numbers stored as Python objects are numbers; anything else is refused below
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} has dtype object with an entry that is not a number ({exc}); "
+                            f"{who} encodes real numbers") from exc
     if X.dtype.kind not in "iufb":
-        raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
+        raise TypeError(f"{name} must be numeric (int, float or bool), got dtype {X.dtype}")
     X = X.astype(np.float64, copy=False)
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}; Reshape your "
+                         f"data: {name}.reshape(-1, 1) if it holds one feature, {name}.reshape(1, -1) if "
+                         f"it holds one sample")
     if X.shape[1] < 1:
-        raise ValueError(f"{name} has shape {X.shape}: no features to encode (need n_features >= 1)")
-    if fitting_for is not None and X.shape[0] < 1:
-        raise ValueError(f"{name} has shape {X.shape}: {fitting_for}.fit needs at least 1 sample "
-                         f"to learn the range of each feature")
+        raise ValueError(f"{name} has shape {X.shape}: no features to encode (0 feature(s) (shape={X.shape}) "
+                         f"while a minimum of 1 is required)")
+    if fitting and X.shape[0] < 1:
+        raise ValueError(f"{name} has shape {X.shape}: {who}.fit needs at least 1 sample to learn the "
+                         f"range of each feature (0 sample(s) given)")
+    if n_features_in is not None and X.shape[1] != n_features_in:
+        raise ValueError(f"{name} has {X.shape[1]} features, but {who} is expecting {n_features_in} "
+                         f"features as input (the number it was fitted on)")
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise ValueError(f"{name} contains NaN or infinite values (first at sample {i}, feature {j}); "
                          f"impute or drop them before encoding")
     return X
+
+
+def _encoder_tags(tags):
+    """Tags shared by the feature encoders: the output is packed uint64 words whatever the input
+    dtype, so no input dtype is preserved."""
+    tags.transformer_tags.preserves_dtype = []
+    tags.input_tags.sparse = False
+    tags.input_tags.allow_nan = False
+    return tags
 
 
 # ---------------------------------------------------------------- symbols and levels
@@ -204,17 +240,68 @@ def ngram(symbols, memory: ItemMemory, n: int) -> np.ndarray:
     return bundle(grams, dim, axis=0)
 
 
+GRAM_WEIGHTS = ("count", "sqrt")
+
+
+def _gram_weight(weight):
+    """The n-gram weighting as a function of the occurrence counts (int64 -> int64)."""
+    if callable(weight):
+        return weight
+    if weight == "count":
+        return lambda c: c
+    if weight == "sqrt":
+        # x16 keeps the rounding of sqrt fine-grained; any common factor leaves the cosines unchanged
+        return lambda c: np.rint(16.0 * np.sqrt(c)).astype(np.int64)
+    raise ValueError(f"weight must be one of {GRAM_WEIGHTS} or a function of the counts, got {weight!r}")
+
+
+def _select_texts(codes, offsets, which):
+    """codes/offsets of the texts ``which`` only."""
+    lengths = np.diff(offsets)[which]
+    sub = np.concatenate([codes[offsets[t]:offsets[t + 1]] for t in which]).astype(np.int32)
+    off = np.zeros(which.size + 1, np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return sub, off
+
+
 # ---------------------------------------------------------------- scikit-learn transformers
 class _Encoder(TransformerMixin, BaseEstimator):
     @property
     def n_words(self) -> int:
         return n_words_for(self.dim)
 
+    def __sklearn_tags__(self):
+        return _encoder_tags(super().__sklearn_tags__())
+
+
+def _feature_bounds(value, name, n_features, default):
+    """``low``/``high``: None (the training ``default``), one number, or one per feature -> (F,) float64."""
+    if value is None:
+        return np.asarray(default, np.float64)
+    v = np.asarray(value)
+    if v.dtype.kind not in "iuf" or v.ndim > 1 or (v.ndim == 1 and v.shape[0] != n_features):
+        raise ValueError(f"{name} must be None, a number or {n_features} numbers (one per feature), "
+                         f"got {value!r}")
+    v = np.broadcast_to(v.astype(np.float64), (n_features,)).copy()
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
 
 class LevelEncoder(_Encoder):
-    """One feature's value -> its level hypervector (``n_levels`` levels over [low, high]).
+    """Numbers -> level hypervectors, one feature or many.
 
-    ``low``/``high`` default to the training minimum/maximum. Shapes: X (n, 1) -> (n, W).
+    Each feature's value picks one of ``n_levels`` level vectors (``kind`` as in
+    :func:`level_vectors`) over that feature's own [low, high] (``low``/``high``: one number,
+    one per feature, or None for the training minimum/maximum of each feature). With several
+    features the level of feature f is bound (XOR) to the key of feature f and the bound
+    vectors are bundled by majority (ties take :func:`hdc.tie_vector`): the record encoding of
+    Rahimi et al. (2016, "Hyperdimensional biosignal processing: a case study for EMG-based
+    hand gesture recognition"). Feature 0's key is the all-zero vector, the identity of XOR, so
+    a single feature encodes as its level vector itself; the other keys are random.
+
+    Shapes: X (n, F) -> (n, W) uint64.
+    Example: ``LevelEncoder(dim=10_000, n_levels=32).fit(X).transform(X)``
     """
 
     def __init__(self, dim=10_000, n_levels=64, kind="linear", low=None, high=None, seed=0):
@@ -226,23 +313,27 @@ class LevelEncoder(_Encoder):
         self.seed = seed
 
     def fit(self, X, y=None):
-        X = _check_features(X, fitting_for="LevelEncoder")
-        if X.shape[1] != 1:
-            raise ValueError(f"LevelEncoder encodes one feature (X of shape (n, 1)), got {X.shape}")
-        self.n_features_in_ = 1
-        self.low_ = float(X.min()) if self.low is None else float(self.low)
-        self.high_ = float(X.max()) if self.high is None else float(self.high)
-        self.levels_ = level_vectors(self.n_levels, self.dim, kind=self.kind, seed=self.seed)
+        X = _check_features(X, owner="LevelEncoder", fitting=True)
+        seed = _check_seed(self.seed)
+        dim = check_dim(self.dim)
+        F = X.shape[1]
+        self.levels_ = level_vectors(self.n_levels, dim, kind=self.kind, seed=seed)
+        self.low_ = _feature_bounds(self.low, "low", F, X.min(axis=0))
+        self.high_ = _feature_bounds(self.high, "high", F, X.max(axis=0))
+        keys = np.zeros((F, n_words_for(dim)), np.uint64)
+        if F > 1:
+            keys[1:] = ItemMemory(dim, seed=seed + 1, symbols=range(1, F)).vectors
+        self.keys_ = keys
+        self.n_features_in_ = F
         return self
 
     def transform(self, X):
         check_is_fitted(self, "levels_")
-        X = _check_features(X)
-        if X.shape[1] != 1:
-            raise ValueError(f"LevelEncoder encodes one feature (X of shape (n, 1)), got {X.shape}")
-        idx = value_to_level(X[:, 0], self.low_, self.high_, self.n_levels,
-                             circular=self.kind == "circular")
-        return np.ascontiguousarray(self.levels_[idx])
+        X = _check_features(X, owner="LevelEncoder", n_features_in=self.n_features_in_)
+        idx = value_to_level(X, self.low_, self.high_, self.n_levels, circular=self.kind == "circular")
+        if self.n_features_in_ == 1:  # key 0 is zero: the level vector itself, no bundle needed
+            return np.ascontiguousarray(self.levels_[idx[:, 0]])
+        return _ngram.record_majority(self.keys_, self.levels_, idx, tie_vector(self.dim))
 
 
 class RecordEncoder(_Encoder):
@@ -263,8 +354,7 @@ class RecordEncoder(_Encoder):
         self.seed = seed
 
     def fit(self, X, y=None):
-        X = _check_features(X, fitting_for="RecordEncoder")
-        self.n_features_in_ = X.shape[1]
+        X = _check_features(X, owner="RecordEncoder", fitting=True)
         if self.per_feature:
             self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
         else:
@@ -272,20 +362,24 @@ class RecordEncoder(_Encoder):
         seed = _check_seed(self.seed)
         self.keys_ = ItemMemory(self.dim, seed=seed, symbols=range(X.shape[1])).vectors.copy()
         self.levels_ = level_vectors(self.n_levels, self.dim, kind=self.kind, seed=seed + 1)
+        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "keys_")
-        X = _check_features(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the encoder was fitted on {self.n_features_in_}")
+        X = _check_features(X, owner="RecordEncoder", n_features_in=self.n_features_in_)
         idx = value_to_level(X, self.low_, self.high_, self.n_levels, circular=self.kind == "circular")
         return _ngram.record_majority(self.keys_, self.levels_, idx, tie_vector(self.dim))
 
 
 class RandomProjectionEncoder(_Encoder):
     """Random-projection encoder: bit j = ``cos(gamma * w_j . x + b_j) < 0`` (bipolar sign of a
-    random Fourier feature), on features centred and scaled to unit norm per sample.
+    random Fourier feature, Rahimi & Recht 2007), on each sample scaled to unit norm.
+
+    ``center=True`` also subtracts each sample's mean over its features first: right for
+    homogeneous features such as the pixels of an image (it removes brightness; Fashion-MNIST
+    gains from it), wrong for a few heterogeneous features (with two features every centred
+    sample is a multiple of (1, -1), one bit of information), so it is off by default.
 
     ``kind='sign'`` drops the cosine (bit j = ``w_j . x < 0``, a SimHash). W is seeded
     Gaussian, b uniform in [0, 2 pi). This encoder, retrained, beats position x level
@@ -294,7 +388,7 @@ class RandomProjectionEncoder(_Encoder):
     Shapes: X (n, F) -> (n, W) uint64.
     """
 
-    def __init__(self, dim=10_000, gamma=1.5, kind="cos", center=True, seed=0, batch_size=2048):
+    def __init__(self, dim=10_000, gamma=1.5, kind="cos", center=False, seed=0, batch_size=2048):
         self.dim = dim
         self.gamma = gamma
         self.kind = kind
@@ -313,7 +407,7 @@ class RandomProjectionEncoder(_Encoder):
             raise ValueError(f"batch_size must be an int >= 1 (samples projected per step), got {b!r}")
 
     def fit(self, X, y=None):
-        X = _check_features(X)
+        X = _check_features(X, owner="RandomProjectionEncoder", fitting=True)
         self._check_params()
         dim = check_dim(self.dim)
         self.n_features_in_ = X.shape[1]
@@ -337,21 +431,37 @@ class RandomProjectionEncoder(_Encoder):
         return X / np.where(norm > 0, norm, 1.0)
 
     def transform(self, X):
+        return self.transform_gammas(X, [self.gamma])[0]
+
+    def transform_gammas(self, X, gammas):
+        """X encoded at each of several ``gammas`` from one projection: a list of (n, W) arrays,
+        bit for bit ``set_params(gamma=g).transform(X)`` for each g.
+
+        The projection ``W x`` (a matrix product) is most of an encoding's cost and does not
+        depend on gamma, so models that want different gammas (a centroid and a retrained
+        perceptron peak at different ones) can share it.
+        """
         check_is_fitted(self, "proj_")
         self._check_params()  # again: set_params() may follow fit
-        X = _check_features(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the encoder was fitted on {self.n_features_in_}")
-        out = np.empty((X.shape[0], n_words_for(self.dim)), np.uint64)
-        g = np.float32(self.gamma)
+        gs = list(gammas)
+        for g in gs:
+            if isinstance(g, bool) or not isinstance(g, numbers.Real) or not (np.isfinite(g) and g > 0):
+                raise ValueError(f"gammas must be finite numbers > 0 (the projection's frequencies), got {g!r}")
+        if not gs:
+            raise ValueError("gammas is empty: give at least one gamma")
+        X = _check_features(X, owner="RandomProjectionEncoder", n_features_in=self.n_features_in_)
+        outs = [np.empty((X.shape[0], n_words_for(self.dim)), np.uint64) for _ in gs]
         for s in range(0, X.shape[0], self.batch_size):
-            z = self._prep(X[s:s + self.batch_size]) @ self.proj_  # (b, dim)
-            if self.kind == "cos":
-                z *= g
-                z += self.bias_
-                np.cos(z, out=z)
-            out[s:s + z.shape[0]] = pack_bits(z < 0)
-        return out
+            proj = self._prep(X[s:s + self.batch_size]) @ self.proj_  # (b, dim)
+            for g, out in zip(gs, outs):
+                if self.kind == "cos":
+                    z = proj * np.float32(g)
+                    z += self.bias_
+                    np.cos(z, out=z)
+                else:
+                    z = proj
+                out[s:s + z.shape[0]] = pack_bits(z < 0)
+        return outs
 
 
 class NGramEncoder(_Encoder):
@@ -373,6 +483,15 @@ class NGramEncoder(_Encoder):
         self.alphabet = alphabet
         self.unknown = unknown
         self.seed = seed
+
+    def __sklearn_tags__(self):
+        # texts in, not a 2-D array: scikit-learn's conformance suite (which feeds 2-D float
+        # arrays) has no checks for such an estimator and says so
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
 
     # -- set-up
     def _build(self, alphabet):
@@ -468,8 +587,17 @@ class NGramEncoder(_Encoder):
         codes, offsets = self.codes(X)
         return _ngram.ngram_majority(codes, offsets, self.table_, tie_vector(self.dim), self.dim)
 
-    def counts(self, X, groups, n_groups: int):
-        """Per group, the number of its texts' n-grams setting each bit, and its gram total.
+    def counts(self, X, groups, n_groups: int, *, weight="count"):
+        """Per group, the (weighted) number of its texts' n-grams setting each bit, and the weight total.
+
+        The distinct n-grams of each group are counted first and each distinct gram's vector is
+        added once per set bit of its weight (:func:`hdc._ngram.weighted_gram_counts`): the
+        same counts as adding every occurrence, with far fewer vector additions. ``weight``:
+        ``'count'`` (a gram counts as often as it occurs), ``'sqrt'`` (``round(16 sqrt(count))``,
+        a sublinear term weight as in Salton & Buckley 1988, "Term-weighting approaches in
+        automatic text retrieval": frequent grams dominate less), or a function from the (E,)
+        int64 occurrence counts to non-negative int64 weights. A text shorter than n adds its one
+        shorter gram with weight 1.
 
         Shapes: groups (T,) ints in [0, n_groups) -> (n_groups, dim) int64, (n_groups,) int64.
         """
@@ -479,19 +607,34 @@ class NGramEncoder(_Encoder):
             raise ValueError(f"groups must give one group per text ({offsets.size - 1}), got {groups.shape}")
         if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
             raise ValueError(f"groups must lie in [0, {n_groups})")
-        return _ngram.ngram_counts(codes, offsets, self.table_, groups, n_groups, self.dim)
+        wfun = _gram_weight(weight)
+        n = int(self.n)
+        g, sym, cnt = _ngram.distinct_gram_counts(codes, offsets, groups, n_groups, n, self.table_.shape[1])
+        w = wfun(cnt)
+        if not (isinstance(w, np.ndarray) and w.shape == cnt.shape and w.dtype.kind in "iu"
+                and (w.size == 0 or w.min() >= 0)):
+            raise ValueError(f"weight must map the occurrence counts to as many non-negative integers, "
+                             f"got {type(w).__name__} {getattr(w, 'shape', '')} {getattr(w, 'dtype', '')}")
+        counts, totals = _ngram.weighted_gram_counts(g, sym, w.astype(np.int64), n_groups, self.table_, self.dim)
+        short = np.flatnonzero(np.diff(offsets) < n)
+        if short.size:  # their one shorter gram each, through the occurrence kernel
+            sc, st = _ngram.ngram_counts(*_select_texts(codes, offsets, short), self.table_,
+                                         groups[short], n_groups, self.dim)
+            counts += sc
+            totals += st
+        return counts, totals
 
-    def class_counters(self, X, y):
-        """Integer class counters: the bipolar sum of all n-grams of each class's texts.
+    def class_counters(self, X, y, *, weight="count"):
+        """Integer class counters: the (weighted) bipolar sum of all n-grams of each class's texts.
 
-        Returns (classes (K,), counters (K, dim) int64), ready for
+        ``weight`` as in :meth:`counts`. Returns (classes (K,), counters (K, dim) int64), ready for
         ``CentroidClassifier.from_counters``.
         """
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise ValueError(f"y must give one label per text ({len(X)}), got shape {y.shape}")
         classes, idx = np.unique(y, return_inverse=True)
-        counts, totals = self.counts(X, idx, len(classes))
+        counts, totals = self.counts(X, idx, len(classes), weight=weight)
         return classes, totals[:, None] - 2 * counts
 
     def get_config(self) -> dict:

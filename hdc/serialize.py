@@ -51,7 +51,7 @@ _ENCODER_STATE = {"NGramEncoder": (), "RandomProjectionEncoder": (), "RecordEnco
                   "LevelEncoder": ("low_", "high_")}
 # regenerated arrays whose digest is stored, so a changed generator is caught at load time
 _ENCODER_DIGESTS = {"NGramEncoder": ("table_",), "RandomProjectionEncoder": ("proj_", "bias_"),
-                    "RecordEncoder": ("keys_", "levels_"), "LevelEncoder": ("levels_",)}
+                    "RecordEncoder": ("keys_", "levels_"), "LevelEncoder": ("keys_", "levels_")}
 
 
 class ModelFileError(ValueError):
@@ -301,17 +301,16 @@ def _rebuild_encoder(path, enc, etype, state, tensors):
     if etype == "NGramEncoder":
         enc._build(enc.alphabet)
         return
-    # LevelEncoder encodes one feature; format-1 files stored 0 for it (it had no n_features_in_)
-    nf = 1 if etype == "LevelEncoder" else int(state["n_features_in_"])
+    # format-1 files stored 0 features for a LevelEncoder (it encoded exactly one then)
+    nf = int(state["n_features_in_"])
+    if etype == "LevelEncoder" and nf == 0:
+        nf = 1
     if nf < 1:
         raise ModelFileError(f"{path}: the {etype}'s state lacks its number of features")
-    if etype == "RandomProjectionEncoder":
-        enc.fit(np.zeros((1, nf)))
-    elif etype == "RecordEncoder":
-        enc.fit(np.zeros((1, nf)))
-        enc.low_ = tensors["encoder.low_"]
-        enc.high_ = tensors["encoder.high_"]
-    elif etype == "LevelEncoder":
-        enc.fit(np.zeros((1, 1)))
-        enc.low_ = float(tensors["encoder.low_"][0])
-        enc.high_ = float(tensors["encoder.high_"][0])
+    enc.fit(np.zeros((1, nf)))
+    if etype in ("RecordEncoder", "LevelEncoder"):
+        low, high = tensors["encoder.low_"], tensors["encoder.high_"]
+        if low.shape != (nf,) or high.shape != (nf,):
+            raise ModelFileError(f"{path}: the {etype}'s low_/high_ have shapes {low.shape}/{high.shape}, "
+                                 f"expected ({nf},) for its {nf} features")
+        enc.low_, enc.high_ = low, high

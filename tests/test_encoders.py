@@ -280,3 +280,60 @@ def test_graph_edges_and_direction():
         E.encode_graph([], mem)
     with pytest.raises(KeyError, match="unknown symbol"):
         E.encode_graph([("a", "z")], mem)
+
+
+# ---------------------------------------------------------------- distinct-gram counting
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("dense", [True, False])
+def test_distinct_gram_counts_equal_the_occurrence_kernel(n, dense, monkeypatch):
+    """Counting distinct grams first (histogram, or sorted keys) and adding each once per set bit
+    of its count gives the per-bit counts of adding every occurrence, short texts included."""
+    if not dense:
+        monkeypatch.setattr(_ngram, "_MAX_HIST_CELLS", 0)
+    rng = np.random.default_rng(n)
+    alphabet = "abcdefg"
+    texts = ["".join(rng.choice(list(alphabet), rng.integers(1, 60))) for _ in range(40)] + ["ab", "c"]
+    for dim in (63, 130, 1000):
+        enc = E.NGramEncoder(n=n, dim=dim, alphabet=alphabet, seed=1)
+        groups = rng.integers(0, 3, len(texts))
+        codes, offs = enc.codes(texts)
+        exp_c, exp_t = _ngram.ngram_counts_ref(codes, offs, enc.table_, groups, 3, dim)
+        c, t = enc.counts(texts, groups, 3)
+        assert np.array_equal(c, exp_c) and np.array_equal(t, exp_t), (n, dim)
+
+
+def test_sqrt_weighted_counts_equal_a_direct_sum():
+    rng = np.random.default_rng(0)
+    alphabet = "abc"
+    texts = ["".join(rng.choice(list(alphabet), 200)) for _ in range(6)]
+    y = np.arange(6) % 2
+    dim, n = 200, 3
+    enc = E.NGramEncoder(n=n, dim=dim, alphabet=alphabet, seed=2)
+    classes, got = enc.class_counters(texts, y, weight="sqrt")
+    for k in classes:
+        grams = {}
+        for t, lab in zip(texts, y):
+            if lab == k:
+                for i in range(len(t) - n + 1):
+                    grams[t[i:i + n]] = grams.get(t[i:i + n], 0) + 1
+        expect = np.zeros(dim, np.int64)
+        for g, c in grams.items():
+            w = int(np.rint(16 * np.sqrt(c)))
+            expect += w * hdc.to_bipolar(E.ngram(g, enc.memory_, n), dim).astype(np.int64)
+        assert np.array_equal(got[k], expect)
+    with pytest.raises(ValueError, match=r"weight must be one of \('count', 'sqrt'\) or a function of the "
+                                         r"counts, got 'idf'"):
+        enc.class_counters(texts, y, weight="idf")
+    with pytest.raises(ValueError, match="weight must map the occurrence counts to as many non-negative integers"):
+        enc.class_counters(texts, y, weight=lambda c: -c)
+
+
+def test_transform_gammas_equals_one_transform_per_gamma():
+    X = np.random.default_rng(3).random((50, 12))
+    for kind in ("cos", "sign"):
+        enc = E.RandomProjectionEncoder(dim=300, kind=kind, center=True, batch_size=16, seed=2).fit(X)
+        got = enc.transform_gammas(X, [0.5, 1.5, 3.0])
+        for g, H in zip([0.5, 1.5, 3.0], got):
+            assert np.array_equal(H, enc.set_params(gamma=g).transform(X)), (kind, g)
+    with pytest.raises(ValueError, match=r"gammas must be finite numbers > 0 .*got -1"):
+        enc.transform_gammas(X, [1.0, -1])

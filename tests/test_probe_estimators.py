@@ -86,7 +86,7 @@ def test_every_bit_of_a_full_last_word_is_data(kernel):
 def test_random_projection_huge_and_tiny_finite_values(kernel):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20, 9))
-    enc = E.RandomProjectionEncoder(dim=700, seed=1).fit(X)
+    enc = E.RandomProjectionEncoder(dim=700, center=True, seed=1).fit(X)
     base = enc.transform(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow/invalid warning either

@@ -156,10 +156,12 @@ ENCODERS = {
     "random_projection": lambda: E.RandomProjectionEncoder(dim=320, gamma=0.7, seed=3, batch_size=100),
     "record": lambda: E.RecordEncoder(dim=320, n_levels=9, per_feature=True, seed=1),
     "level": lambda: E.LevelEncoder(dim=320, n_levels=12, kind="circular", seed=2),
+    "level_many": lambda: E.LevelEncoder(dim=320, n_levels=12, low=0.0, high=[16, 16, 8, 16, 16], seed=6),
 }
 CLASSIFIERS = {
     "centroid": lambda: C.CentroidClassifier(dim=320, bits=6, temperature=7.5),
     "retrain": lambda: C.RetrainClassifier(dim=320, epochs=2, update="onlinehd", lr=0.3, seed=5),
+    "retrain_packed": lambda: C.RetrainClassifier(dim=320, epochs=3, refit=True, seed=1),
 }
 
 
@@ -169,6 +171,8 @@ def _data_for(enc_name, digits):
     Xtr, ytr, Xte, _ = digits
     if enc_name == "level":
         return Xtr[:300, [36]], ytr[:300], Xte[:50, [36]]
+    if enc_name == "level_many":
+        return Xtr[:300, 30:35], ytr[:300], Xte[:50, 30:35]
     return Xtr[:300], ytr[:300], Xte[:50]
 
 
