@@ -307,13 +307,22 @@ def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layo
     cfg = TrainConfig(max_iters=max(1, n_max), batch_size=12, learning_rate=lr, min_lr=lr,
                       warmup_iters=min(20, n_max // 10), seed=seed, data_seed=7000 + seed, threads=1,
                       ckpt_every=10 ** 9, log_every=10)
-    row = {"settings": want, "arm": arm, "points": []}
-    t_train = 0.0
+    # snapshots resume only with the points they were taken at: a checkpoint without its
+    # points.json (or made with other settings) would hand later snapshots' weights to earlier ones
+    partial = out / "points.json"
+    done = json.loads(partial.read_text()) if partial.exists() else None
+    if done is None or done.get("settings") != want:
+        (out / "ckpt.pt").unlink(missing_ok=True)
+        done = {"settings": want, "points": []}
+    row = {"settings": want, "arm": arm, "points": list(done["points"])}
+    t_train = row["points"][-1]["train_time_s"] if row["points"] else 0.0
+    extra = {"config": asdict(model.config), "tokenizer": tok.to_dict(), "variant": None}
     for n in sorted(steps):
+        if any(p["steps"] == n for p in row["points"]):
+            continue
         if n:
             info = train(model, train_ids, cfg, ckpt_path=out / "ckpt.pt", family="hybrid", stop_after=n,
-                         extra_state={"config": asdict(model.config), "tokenizer": tok.to_dict(), "variant": None},
-                         progress=False)
+                         extra_state=extra, progress=False)
             t_train = info["train_time_s"]
         ev = evaluate(model, val_ids)
         row["points"].append({"steps": n, "val_nats_per_char": ev["nats_per_char"], "train_time_s": t_train,
@@ -321,6 +330,10 @@ def sb_arm(ckpt: Path, out: Path, arm: str, *, steps: list[int], lr: float, layo
                                                              vocab)})
         print(f"    {arm} {layout} +{n} steps: {ev['nats_per_char']:.4f} nats/char "
               f"({100 * row['points'][-1]['gap_recovered']:.1f}% of the gap)", flush=True)
+        write_json_file(partial, {"settings": want, "points": row["points"]})
+    if n_max and (out / "ckpt.pt").exists():   # every point was recorded already: the final weights
+        train(model, train_ids, cfg, ckpt_path=out / "ckpt.pt", family="hybrid", stop_after=n_max,
+              extra_state=extra, progress=False)
     if arm == "converted":
         row["spike_report_total"] = {k: v for k, v in model.spike_report(data[3][:4])["total"].items()
                                      if k in ("spike_sparsity", "spikes_per_channel", "nonzero_rate")}

@@ -347,3 +347,30 @@ def test_gpt_shape_variant_is_the_converted_architecture():
     conv = to_hybrid(_dense(), window=16)
     assert {k: v.shape for k, v in scratch.state_dict().items()} == {k: v.shape for k, v in conv.state_dict().items()}
     assert asdict(scratch.config) == asdict(conv.config)
+
+
+def test_spikingbrain_snapshots_resume_with_their_own_weights(tmp_path):
+    # bench/convert.py's route arms take snapshots of one run; a cache miss must never hand the
+    # final checkpoint's weights to the earlier snapshots (it once reported +50 == +200 steps)
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.convert import sb_arm
+    from models.train import save_checkpoint
+    dense = _dense()
+    src = tmp_path / "dense.pt"
+    save_checkpoint(src, {"family": "gpt", "config": asdict(dense.config), "model": dense.state_dict(),
+                          "tokenizer": CharTokenizer.from_text("abcdefghijkl").to_dict(), "variant": "dense",
+                          "step": 0, "history": [], "train_time_s": 0.0, "train_config": asdict(TrainConfig())})
+    ids = _tokens(B=1, T=3000, seed=5)[0]
+    data = (CharTokenizer.from_text("abcdefghijkl"), ids, ids[:200], _tokens(B=4, T=16))
+    info = {"seed": 0, "eval_chars": 199, "val_nats_per_char": 1.0}
+    kw = dict(steps=[0, 2, 4], lr=1e-3, layout="alternate", window=8, coding="adaptive", data=data, dense_info=info)
+    first = sb_arm(src, tmp_path / "arm", "scratch", **kw)
+    losses = [p["val_nats_per_char"] for p in first["points"]]
+    assert len(set(losses)) == 3                                    # three different snapshots
+    (tmp_path / "arm" / "result.json").unlink()                     # cache miss, points and checkpoint kept
+    assert [p["val_nats_per_char"] for p in sb_arm(src, tmp_path / "arm", "scratch", **kw)["points"]] == losses
+    (tmp_path / "arm" / "result.json").unlink()
+    (tmp_path / "arm" / "points.json").unlink()                     # a checkpoint without its points: start over
+    assert [p["val_nats_per_char"] for p in sb_arm(src, tmp_path / "arm", "scratch", **kw)["points"]] == losses
