@@ -80,6 +80,12 @@ def _is_dask(x) -> bool:
     return type(x).__module__.startswith("dask") and hasattr(x, "chunks")
 
 
+def _words(a) -> np.ndarray:
+    """A C-contiguous, 8-byte-aligned array: a block that arrived by pickle protocol 5 may sit
+    at any byte offset of the message buffer, and the kernels need aligned words."""
+    return np.require(a, requirements=["C", "A"])
+
+
 def _check_int(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
@@ -293,7 +299,7 @@ def _compute(X, *objs, what: str):
 
 # ---------------------------------------------------------------- exact top-k
 def _chunk_topk(Q, block, k, offset, threads):
-    block = np.ascontiguousarray(block)
+    Q, block = _words(Q), _words(block)
     kc = min(k, block.shape[0])
     if kc == 0:
         return np.empty((Q.shape[0], 0), np.int32), np.empty((Q.shape[0], 0), np.int64)
@@ -395,7 +401,7 @@ def _check_labels(yb, n_classes, offset):
 
 
 def _chunk_accumulate(block, yb, n_classes, dim, offset):
-    block = np.ascontiguousarray(block)
+    block = _words(block)
     accs = [F.BundleAccumulator(dim) for _ in range(n_classes)]
     if yb is None:
         accs[0].add(block)
@@ -483,7 +489,7 @@ def class_scores(Q, C, dim: int) -> np.ndarray:
 def _chunk_delta(block, yb, C, dim, offset):
     """Perceptron deltas of one chunk against frozen counters C: each mistaken sample is added
     (bipolar) to its class and subtracted from the predicted one. -> (delta (K, dim), mistakes)."""
-    block = np.ascontiguousarray(block)
+    block = _words(block)
     K = C.shape[0]
     yb = _check_labels(yb, K, offset)
     delta = np.zeros((K, dim), np.int64)
@@ -631,7 +637,7 @@ def predict(clf, X):
     classes = getattr(clf, "classes_", None)
     if classes is None:
         raise ValueError(f"this {type(clf).__name__} is not fitted yet; call fit() first")
-    return X.map_blocks(lambda b: clf.predict(np.ascontiguousarray(b)), drop_axis=1,
+    return X.map_blocks(lambda b: clf.predict(_words(b)), drop_axis=1,
                         dtype=classes.dtype, meta=np.empty((0,), classes.dtype))
 
 
@@ -649,7 +655,8 @@ def local_cluster(n_workers: int = 2, *, memory_limit="auto", **kwargs):
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, memory_limit=memory_limit, **kwargs)
+                        dashboard_address=None, worker_dashboard_address=None,
+                        memory_limit=memory_limit, **kwargs)
 
 
 def connect(address: str, *, timeout_s: float = 10.0):
