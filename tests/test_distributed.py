@@ -207,6 +207,7 @@ def _kill_on_row(block, block_info=None):
     return block
 
 
+@pytest.mark.slow
 def test_worker_sigkilled_mid_job_completes_identical(tmp_path):
     X = _database(2000, 200, 30, 5)
     hd.write_shards(X, tmp_path, 200, rows_per_shard=100)
@@ -223,6 +224,7 @@ def test_worker_sigkilled_mid_job_completes_identical(tmp_path):
     np.testing.assert_array_equal(i, ref[1])
 
 
+@pytest.mark.slow
 def test_task_that_always_kills_its_worker_names_the_shard(tmp_path):
     X = hdc.random(500, 64, seed=0)
     hd.write_shards(X, tmp_path, 64, rows_per_shard=100)
