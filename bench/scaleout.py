@@ -19,6 +19,7 @@ Usage:
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 import os
 import signal
 import sys
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     ref_t = hdc.topk(Q, X, k, threads=1)
     ref_c = CentroidClassifier(dim=dim).fit(np.array(X), y).counters_
     half = a.rows // 2
-    pool = mp.get_context("spawn").Pool(2)
+    # forked before any cluster thread exists; a dead child raises BrokenProcessPool, never hangs
+    pool = ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
     times = {arm: {"topk": [], "fit": []} for arm in ("single", "ceiling", "engine1", "engine2")}
     same = {arm: True for arm in times}
     clusters = {1: hd.local_cluster(1), 2: hd.local_cluster(2)}
@@ -91,12 +93,12 @@ def main(argv=None) -> int:
             times["single"]["fit"].append(time.perf_counter() - t0)
 
             t0 = time.perf_counter()
-            parts = pool.map(_half_topk, [(tmp / "all.npy", Q, k, 0, half), (tmp / "all.npy", Q, k, half, a.rows)])
+            parts = list(pool.map(_half_topk, [(tmp / "all.npy", Q, k, 0, half), (tmp / "all.npy", Q, k, half, a.rows)]))
             r = hd._merge_topk(parts, k)
             times["ceiling"]["topk"].append(time.perf_counter() - t0)
             same["ceiling"] &= all(np.array_equal(u, v) for u, v in zip(r, ref_t))
             t0 = time.perf_counter()
-            accs = pool.map(_half_fit, [(tmp / "all.npy", y, 0, half, dim, K), (tmp / "all.npy", y, half, a.rows, dim, K)])
+            accs = list(pool.map(_half_fit, [(tmp / "all.npy", y, 0, half, dim, K), (tmp / "all.npy", y, half, a.rows, dim, K)]))
             C = np.stack([accs[0][c].merge(accs[1][c]).bipolar_sum() for c in range(K)])
             times["ceiling"]["fit"].append(time.perf_counter() - t0)
             same["ceiling"] &= np.array_equal(C, ref_c)
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
             killed_s = time.perf_counter() - t0
             same["engine2"] &= all(np.array_equal(u, v) for u, v in zip(r, ref_t))
     finally:
-        pool.close()
+        pool.shutdown()
         for c in clusters.values():
             c.close()
     med = {arm: {job: float(np.median(v)) for job, v in jobs.items()} for arm, jobs in times.items()}
