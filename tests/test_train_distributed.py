@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,32 +18,64 @@ from models.train import TrainConfig, train
 from models import build_model
 
 torch.set_num_threads(1)
+REPO = Path(__file__).parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-TINY = ["--set", "block_size=16", "--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32",
+# the smallest spiking LM the family builds: these tests check bits, not learning
+TINY = ["--set", "block_size=8", "--set", "n_layer=1", "--set", "n_head=1", "--set", "n_embd=16",
         "--set", "code_bits=16", "--set", "k=4"]
+ITERS, CKPT_EVERY, KILL_AT_STEP = 6, 3, 5  # a checkpoint at step 3, rank 1 dies in step 5
+ENV = {**os.environ, "HDSPIKE_DIST_TIMEOUT_S": "60", "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+LAUNCH_TIMEOUT_S = 300  # generous for a loaded 2-core CI runner; a stuck launch is killed, never waited on
+
+# Runs models.train's CLI with rank 1 SIGKILLing itself as it draws the batch of step
+# KILL_AT_STEP. Deterministic where a kill from outside is a race: rank 1 can only reach that
+# step after the all-reduce of the step before, which rank 0 joins after writing the step-3
+# checkpoint, so the checkpoint exists and the run is mid-way when the rank dies.
+KILLER = f"""
+import os, signal, sys
+import models.train as T
+
+_get_batch, _calls = T.get_batch, [0]
+
+def get_batch(*args, **kwargs):
+    _calls[0] += 1
+    if os.environ.get("RANK") == "1" and _calls[0] == {KILL_AT_STEP}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _get_batch(*args, **kwargs)
+
+T.get_batch = get_batch
+sys.exit(T.main(sys.argv[1:]))
+"""
 
 
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("text") / "tiny.txt"
-    path.write_text("".join(rng.choice(list("abcdefgh"), 48)) * 40)
-    return path
+def _args(text_file, out, *extra):
+    return ["--family", "spiking_kwta", "--text-file", str(text_file), "--iters", str(ITERS), "--batch-size", "4",
+            "--no-progress", "--ckpt-every", str(CKPT_EVERY), "--out", str(out), *TINY, *extra]
 
 
-def _args(text_file, out, iters, *extra):
-    return ["-m", "models.train", "--family", "spiking_kwta", "--text-file", str(text_file), "--iters", str(iters),
-            "--batch-size", "4", "--no-progress", "--ckpt-every", "3", "--out", str(out), *TINY, *extra]
+def _start(cmd):
+    # own session: on timeout the whole group (torchrun and both ranks) is killed
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+                            start_new_session=True)
 
 
-def _run(cmd, timeout=180):
-    env = {**os.environ, "HDSPIKE_DIST_TIMEOUT_S": "20", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=Path(__file__).parents[1])
+def _finish(proc, timeout=LAUNCH_TIMEOUT_S):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        pytest.fail(f"{' '.join(proc.args[:6])} ... gave no exit within {timeout} s (killed)")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _run(cmd, timeout=LAUNCH_TIMEOUT_S):
+    return _finish(_start(cmd), timeout)
 
 
 def _state(out):
-    ck = torch.load(Path(out) / "ckpt.pt", weights_only=True)
-    return ck
+    return torch.load(Path(out) / "ckpt.pt", weights_only=True)
 
 
 def _assert_same(a, b):
@@ -50,62 +83,64 @@ def _assert_same(a, b):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for sa, sb in zip(a["learner"]["optimizer"]["state"].values(), b["learner"]["optimizer"]["state"].values()):
+    sa_all, sb_all = a["learner"]["optimizer"]["state"], b["learner"]["optimizer"]["state"]
+    assert sa_all.keys() == sb_all.keys()
+    for sa, sb in zip(sa_all.values(), sb_all.values()):
         for k in sa:
             assert torch.equal(sa[k], sb[k]), k
+    assert a["history"] == b["history"]
 
 
-@pytest.mark.slow
-def test_two_ranks_equal_grad_accum_and_reruns(tmp_path, text_file):
-    r1 = _run(TORCHRUN + _args(text_file, tmp_path / "ddp", 8))
-    assert r1.returncode == 0, r1.stderr[-3000:]
-    r2 = _run(TORCHRUN + _args(text_file, tmp_path / "ddp2", 8))
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    r3 = _run([sys.executable] + _args(text_file, tmp_path / "acc", 8, "--grad-accum", "2"))
-    assert r3.returncode == 0, r3.stderr[-3000:]
-    ddp, ddp2, acc = _state(tmp_path / "ddp"), _state(tmp_path / "ddp2"), _state(tmp_path / "acc")
-    assert ddp["step"] == 8 and ddp["world_size"] == 2 and "world_size" not in acc
-    _assert_same(ddp, acc)
-    _assert_same(ddp, ddp2)
-    assert ddp["history"] == acc["history"]
-    # the same identity: the grad-accum run could resume the DDP checkpoint; the plain
-    # one-process run (one micro-batch) is a different run and computes different bits
-    r4 = _run([sys.executable] + _args(text_file, tmp_path / "ddp", 8))
-    assert r4.returncode != 0 and "micro_batches" in r4.stderr
-
-
-@pytest.mark.slow
-def test_killed_rank_exits_nonzero_and_rerun_resumes_bit_identical(tmp_path, text_file):
-    iters = 120
-    ref = _run([sys.executable] + _args(text_file, tmp_path / "ref", iters, "--grad-accum", "2"), timeout=300)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    out = tmp_path / "ddp"
-    env = {**os.environ, "HDSPIKE_DIST_TIMEOUT_S": "20", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(TORCHRUN + _args(text_file, out, iters), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).parents[1])
-    psutil = pytest.importorskip("psutil")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every launch the two slow tests need, once: the --grad-accum 2 twin, an uninterrupted
+    2-rank run and a 2-rank run whose rank 1 is killed start together (independent processes,
+    deterministic bits); the killed run's command is then rerun, which resumes it."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    rng = np.random.default_rng(0)
+    text_file = tmp / "tiny.txt"
+    text_file.write_text("".join(rng.choice(list("abcdefgh"), 48)) * 20)
+    killer = tmp / "kill_rank1.py"
+    killer.write_text(KILLER)
+    acc = _start([sys.executable, "-m", "models.train"] + _args(text_file, tmp / "acc", "--grad-accum", "2"))
+    ddp = _start(TORCHRUN + ["-m", "models.train"] + _args(text_file, tmp / "ddp"))
     t0 = time.monotonic()
-    killed = None
-    while time.monotonic() - t0 < 120 and proc.poll() is None and killed is None:
-        if (out / "ckpt.pt").exists():
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:
-                    if child.environ().get("RANK") == "1":
-                        os.kill(child.pid, signal.SIGKILL)
-                        killed = child.pid
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-        time.sleep(0.02)
-    _, err = proc.communicate(timeout=120)
-    if killed is None:
-        pytest.skip("the run finished before a rank could be killed (machine too fast for this size)")
-    assert proc.returncode != 0
-    assert time.monotonic() - t0 < 100
-    assert "rank" in err and ("local_rank: 1" in err or "rank: 1" in err), err[-3000:]
-    assert _state(out)["step"] < iters
-    again = _run(TORCHRUN + _args(text_file, out, iters), timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    _assert_same(_state(out), _state(tmp_path / "ref"))
+    killed = _start(TORCHRUN + [str(killer)] + _args(text_file, tmp / "resumed"))
+    killed = _finish(killed)
+    killed_s = time.monotonic() - t0
+    step_after_kill = _state(tmp / "resumed")["step"] if (tmp / "resumed" / "ckpt.pt").exists() else None
+    resumed = _run(TORCHRUN + ["-m", "models.train"] + _args(text_file, tmp / "resumed"))
+    return {"tmp": tmp, "text_file": text_file, "acc": _finish(acc), "ddp": _finish(ddp), "killed": killed,
+            "killed_s": killed_s, "step_after_kill": step_after_kill, "resumed": resumed}
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_grad_accum_and_reruns(runs):
+    tmp = runs["tmp"]
+    for name in ("acc", "ddp", "resumed"):
+        assert runs[name].returncode == 0, f"{name}: {runs[name].stderr[-3000:]}"
+    ddp, acc = _state(tmp / "ddp"), _state(tmp / "acc")
+    assert ddp["step"] == ITERS and ddp["world_size"] == 2 and "world_size" not in acc
+    _assert_same(ddp, acc)
+    # a rerun of the same command (interrupted, then resumed) ends on the same bits
+    _assert_same(_state(tmp / "resumed"), ddp)
+    # the grad-accum run could resume the DDP checkpoint; the plain one-process run (one
+    # micro-batch) is a different run and computes different bits, so it is refused
+    from models.train import main
+
+    with pytest.raises(ValueError, match=r"micro_batches"):
+        main(_args(runs["text_file"], tmp / "ddp"))
+
+
+@pytest.mark.slow
+def test_killed_rank_exits_nonzero_and_rerun_resumes_bit_identical(runs):
+    killed = runs["killed"]
+    assert killed.returncode != 0, killed.stderr[-3000:]
+    assert re.search(r"rank\s*:\s*1\b", killed.stderr), killed.stderr[-3000:]  # torchrun names the dead rank
+    assert "SIGKILL" in killed.stderr or "Signal 9" in killed.stderr, killed.stderr[-3000:]
+    assert runs["step_after_kill"] == CKPT_EVERY  # it died mid-run, after the step-3 checkpoint
+    assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-3000:]
+    _assert_same(_state(runs["tmp"] / "resumed"), _state(runs["tmp"] / "acc"))
 
 
 @pytest.mark.slow
