@@ -29,6 +29,7 @@ import faulthandler
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,8 +257,15 @@ def main(argv=None) -> int:
         p.error(f"--step-timeout must be a finite number of seconds > 0, got {a.step_timeout}")
     t_run = time.perf_counter()
     load_start = os.getloadavg()
-    dim, k, step_s = a.dim, 10, a.step_timeout
     tmp = Path(tempfile.mkdtemp(prefix="scaleout-"))
+    try:
+        return _run(a, tmp, t_run, load_start)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the database and shards: gigabytes at full size
+
+
+def _run(a, tmp: Path, t_run: float, load_start) -> int:
+    dim, k, step_s = a.dim, 10, a.step_timeout
     print(f"scaleout: load average {load_start[0]:.1f} on {os.cpu_count()} CPUs; scratch {tmp}", flush=True)
 
     # LM first: torchrun needs no data of ours and is timed with nothing else of ours running
