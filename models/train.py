@@ -24,8 +24,15 @@ refused with a message naming the difference.
 Evaluation covers the *whole* validation split in non-overlapping context-length chunks and
 reports nats per character (bits = nats / ln 2).
 
+Data parallel: the same command under ``torchrun --standalone --nproc_per_node=N`` trains with
+DDP over gloo (CPU): every rank draws the same global batch from the run's generator and takes
+its own slice, so the tokens seen do not depend on N; rank 0 alone writes checkpoints and the
+result. ``--grad-accum M`` splits each batch into M micro-batches (loss / M each) in one
+process: with M = N it is the twin of N ranks (see :meth:`AdamWLearner.step`).
+
 Commands:
     python -m models.train --family spiking_kwta --variant hamming --out runs/spiking_s0
+    torchrun --standalone --nproc_per_node=2 -m models.train --family spiking_kwta --out runs/ddp
     python -m models.train --sample --ckpt runs/spiking_s0/ckpt.pt --prompt "ROMEO:"
 
 Example:
@@ -43,7 +50,9 @@ import os
 import resource
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -59,6 +68,9 @@ CKPT_FORMAT = "hdspike-lm-checkpoint/2"
 
 # TrainConfig fields that do not change what a run computes: they may differ on resume.
 _NOT_IDENTITY = ("threads", "ckpt_every", "log_every", "eval_batch_size")
+# Seconds a rank waits in a collective for the others before failing (torch's default is 30
+# minutes; a rank lost on one machine should end the run in about a minute). Env override for tests.
+DIST_TIMEOUT_S = float(os.environ.get("HDSPIKE_DIST_TIMEOUT_S", "60"))
 
 
 @dataclass
@@ -80,9 +92,10 @@ class TrainConfig:
     threads: int | None = 1            # torch threads; None leaves torch's default
     eval_batch_size: int = 64
     held_out: bool = False             # train on the first 90% of train, evaluate on its last 10%
+    grad_accum: int = 1                # micro-batches per step in each process (loss / grad_accum each)
 
     def __post_init__(self) -> None:
-        for name in ("max_iters", "batch_size", "ckpt_every", "log_every", "eval_batch_size"):
+        for name in ("max_iters", "batch_size", "ckpt_every", "log_every", "eval_batch_size", "grad_accum"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -94,9 +107,29 @@ class TrainConfig:
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
 
-    def identity(self) -> dict:
-        """The fields that decide what the run computes (compared on resume and cache hits)."""
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
+    def identity(self, world_size: int = 1) -> dict:
+        """The fields that decide what the run computes (compared on resume and cache hits).
+
+        The split of each batch into ``grad_accum * world_size`` micro-batches changes the
+        bits, so it is part of the identity as ``micro_batches``, but only when it is not 1:
+        the identity of a one-process run is the dict it was before the field existed, so
+        its checkpoints and cached results still match. N ranks and ``grad_accum=N`` in one
+        process compute the same thing and share an identity.
+        """
+        out = {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY and k != "grad_accum"}
+        micro = self.grad_accum * world_size
+        if micro != 1:
+            out["micro_batches"] = micro
+        return out
+
+    def check_split(self, world_size: int = 1) -> int:
+        """Rows per micro-batch; raise unless ``batch_size`` splits evenly over ranks x grad_accum."""
+        parts = self.grad_accum * world_size
+        if self.batch_size % parts:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by world_size x grad_accum = "
+                             f"{world_size} x {self.grad_accum} = {parts}: each rank's micro-batches must "
+                             f"be equal (choose batch_size a multiple of {parts})")
+        return self.batch_size // parts
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -137,6 +170,39 @@ class AdamWLearner:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         return float(loss.detach())
+
+    def step_micro(self, model, micro: list[tuple[torch.Tensor, torch.Tensor]], step: int, *,
+                   n_total: int) -> float:
+        """One update from this process's micro-batches, out of ``n_total`` over all ranks.
+
+        Each local micro-batch contributes ``grad(loss_j / len(micro))``; DDP (``model``
+        wrapped) averages the ranks' sums, syncing only on the last backward (``no_sync``
+        before it), so every micro-batch weighs 1 / n_total either way. Scaling a loss
+        by 1/2**p scales every gradient by exactly 1/2**p (a power of two changes only the
+        exponent, IEEE 754), and DDP divides each rank's gradient by the world size before
+        its sum (torch.nn.parallel.DistributedDataParallel docs), so with n_total = 2 one
+        process accumulating g0/2 + g1/2 and two ranks all-reducing g0/2 + g1/2 add the same
+        two numbers: the parameters are bit-identical. For more than two parts the float
+        sums may be grouped differently (gloo's ring order vs sequential accumulation).
+        Returns the batch loss: the mean of all micro-batch losses (all-reduced under DDP).
+        """
+        lr = get_lr(step, self.cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        total = torch.zeros(())
+        for j, (x, y) in enumerate(micro):
+            with model.no_sync() if ddp and j < len(micro) - 1 else nullcontext():
+                _, loss = model(x, y)
+                (loss / len(micro)).backward()
+            total += loss.detach() / n_total
+        if ddp:
+            torch.distributed.all_reduce(total)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return float(total)
 
     def lr(self, step: int) -> float:
         return get_lr(step, self.cfg)
@@ -242,6 +308,57 @@ def check_same_run(identity: dict, stored: dict, what: str) -> None:
                          f"use another output directory, or delete it to start over")
 
 
+# ----------------------------------------------------------------------------- data parallel
+
+def _world() -> tuple[int, int]:
+    """(world_size, rank) of the default process group, (1, 0) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes (env ``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``):
+    gloo, a timeout of :data:`DIST_TIMEOUT_S`, one torch thread per rank. (1, 0) outside torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    dist = torch.distributed
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(seconds=DIST_TIMEOUT_S))
+    return _world()
+
+
+def finish_distributed() -> None:
+    """Barrier, then destroy the process group (without the barrier gloo could abort at exit
+    while another rank still used a connection)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _check_same_config_across_ranks(identity: dict, rank: int, world: int) -> None:
+    """Every rank must run the same family, config and recipe; name the ranks that differ."""
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, identity)
+    diffs = []
+    for r, other in enumerate(gathered):
+        if other != gathered[0]:
+            d = []
+            for key in ("family", "config", "train"):
+                a, b = gathered[0].get(key), other.get(key)
+                if isinstance(a, dict) and isinstance(b, dict):
+                    d += [f"{key}.{x}" for x in _differences(a, b)]
+                elif a != b:
+                    d.append(f"{key}: {b!r} there, {a!r} asked")
+            diffs.append(f"rank {r} differs from rank 0 ({'; '.join(d)})")
+    if diffs:
+        raise ValueError(f"ranks were started with different configs: {'; '.join(diffs)}; "
+                         f"every rank must get the same command line")
+
+
 # ----------------------------------------------------------------------------- training
 
 def train(model, train_data: torch.Tensor, cfg: TrainConfig, *, ckpt_path: str | os.PathLike | None = None,
@@ -258,17 +375,25 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, *, ckpt_path: str |
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     block_size = model.config.block_size
+    world, rank = _world()
+    micro_rows = cfg.check_split(world)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed if cfg.data_seed is None else cfg.data_seed)
     learner = learner if learner is not None else make_learner(family, model, cfg)
     state = {"family": family, **(extra_state or {})}
-    identity = {"family": family, "train": cfg.identity()}
+    identity = {"family": family, "train": cfg.identity(world)}
     if "config" in state:
         identity["config"] = state["config"]
+    split = world * cfg.grad_accum > 1
+    if split and not hasattr(learner, "step_micro"):
+        raise ValueError(f"the learner of family {family!r} ({type(learner).__name__}) has no step_micro: "
+                         f"grad_accum={cfg.grad_accum} and world_size={world} need one (AdamWLearner has it)")
+    if world > 1:
+        _check_same_config_across_ranks(identity, rank, world)
     step, history, train_time = 0, [], 0.0
     if ckpt_path is not None and Path(ckpt_path).exists():
         ck = load_checkpoint(ckpt_path)
-        check_same_run(identity, {**ck, "train": TrainConfig(**ck["train_config"]).identity()},
+        check_same_run(identity, {**ck, "train": TrainConfig(**ck["train_config"]).identity(ck.get("world_size", 1))},
                        f"checkpoint {str(ckpt_path)!r}")
         _load_weights(model, ck, ckpt_path)
         learner.load_state_dict(ck["learner"])
@@ -277,12 +402,18 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, *, ckpt_path: str |
         torch.set_rng_state(ck["torch_rng_state"])
 
     def checkpoint():
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:  # every rank holds the same state: one writer
+            extra = {"world_size": world} if world > 1 else {}
             save_checkpoint(ckpt_path, {
                 **state, "model": model.state_dict(), "learner": learner.state_dict(),
                 "step": step, "history": history, "train_time_s": train_time,
                 "gen_state": gen.get_state(), "torch_rng_state": torch.get_rng_state(),
-                "train_config": asdict(cfg)})
+                "train_config": asdict(cfg), **extra})
+
+    net = model
+    if world > 1:
+        # parameters start equal on every rank (same seed); DDP broadcasts rank 0's anyway
+        net = torch.nn.parallel.DistributedDataParallel(model)
 
     end = cfg.max_iters if stop_after is None else min(cfg.max_iters, stop_after)
     model.train()
@@ -293,7 +424,13 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, *, ckpt_path: str |
     while step < end:
         t0 = time.perf_counter()
         x, y = get_batch(train_data, block_size, cfg.batch_size, gen)
-        lv = learner.step(model, x, y, step)
+        if split:  # every rank drew the same global batch; rank r takes micro-batches r*M .. r*M+M-1
+            first = rank * cfg.grad_accum
+            micro = [(x[(first + j) * micro_rows:(first + j + 1) * micro_rows],
+                      y[(first + j) * micro_rows:(first + j + 1) * micro_rows]) for j in range(cfg.grad_accum)]
+            lv = learner.step_micro(net, micro, step, n_total=world * cfg.grad_accum)
+        else:
+            lv = learner.step(model, x, y, step)
         train_time += time.perf_counter() - t0
         step += 1
         if not math.isfinite(lv):
@@ -397,19 +534,27 @@ def train_run(family: str, out_dir: str | os.PathLike, cfg: TrainConfig, *, vari
     result_path = out_dir / "result.json"
     tok, train_ids, eval_ids = prepare_data(cfg.held_out, text)
     config = run_config(family, tok.vocab_size, variant, overrides, train_ids=train_ids)
-    identity = {"family": family, "config": config, "train": cfg.identity()}
+    world, rank = _world()
+    identity = {"family": family, "config": config, "train": cfg.identity(world)}
     if result_path.exists():
         cached = json.loads(result_path.read_text())
-        check_same_run(identity, {**cached, "train": TrainConfig(**cached["train_config"]).identity()},
-                       f"cached result {str(result_path)!r}")
+        check_same_run(identity, {**cached, "train": TrainConfig(**cached["train_config"]).identity(
+            cached.get("world_size", 1))}, f"cached result {str(result_path)!r}")
         return cached
     torch.manual_seed(cfg.seed)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model = get_family(family).build(config)
     t_wall = time.perf_counter()
-    info = train(model, train_ids, cfg, ckpt_path=out_dir / "ckpt.pt", progress=progress, family=family,
-                 extra_state={"variant": variant, "config": config, "tokenizer": tok.to_dict()})
+    info = train(model, train_ids, cfg, ckpt_path=out_dir / "ckpt.pt", progress=progress and rank == 0,
+                 family=family, extra_state={"variant": variant, "config": config, "tokenizer": tok.to_dict()})
+    if world > 1:
+        # training is over and rank 0 has written the final checkpoint: leave the group before
+        # the (rank 0 only) evaluation, so no rank waits in a collective past the timeout
+        finish_distributed()
+        if rank != 0:
+            return {"rank": rank, "world_size": world, "steps": info["step"],
+                    "train_time_s": info["train_time_s"]}
     t_eval = time.perf_counter()
     ev = evaluate(model, eval_ids, batch_size=cfg.eval_batch_size, progress=progress)
     eval_s = time.perf_counter() - t_eval
@@ -427,6 +572,8 @@ def train_run(family: str, out_dir: str | os.PathLike, cfg: TrainConfig, *, vari
         "accounting": collect_accounting(model, eval_ids), "torch_threads": torch.get_num_threads(),
         "commit": commit_stamp(),
     }
+    if world > 1:
+        result["world_size"] = world
     write_json(result_path, result)
     return result
 
@@ -490,6 +637,11 @@ def main(argv=None) -> int:
     p.add_argument("--data-seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--held-out", action="store_true", help="evaluate on the last 10%% of TRAIN (config choice)")
+    p.add_argument("--ckpt-every", type=int, default=250, help="steps between checkpoints")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per step in this process (loss / N each); N ranks' twin")
+    p.add_argument("--text-file", type=Path, default=None,
+                   help="train on this UTF-8 text instead of tiny-shakespeare")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="config override, e.g. --set n_layer=2 --set score=overlap")
     p.add_argument("--no-progress", action="store_true")
@@ -522,9 +674,19 @@ def main(argv=None) -> int:
         p.error(str(exc))
     if a.block_size is not None:
         overrides["block_size"] = a.block_size
-    cfg = TrainConfig(max_iters=a.iters, batch_size=a.batch_size, seed=a.seed, data_seed=a.data_seed,
-                      threads=a.threads, held_out=a.held_out)
-    res = train_run(a.family, a.out, cfg, variant=a.variant, overrides=overrides, progress=not a.no_progress)
+    try:
+        cfg = TrainConfig(max_iters=a.iters, batch_size=a.batch_size, seed=a.seed, data_seed=a.data_seed,
+                          threads=a.threads, held_out=a.held_out, grad_accum=a.grad_accum,
+                          ckpt_every=a.ckpt_every)
+    except ValueError as exc:
+        p.error(str(exc))
+    text = a.text_file.read_text(encoding="utf-8") if a.text_file is not None else None
+    _, rank = init_distributed()
+    res = train_run(a.family, a.out, cfg, variant=a.variant, overrides=overrides, progress=not a.no_progress,
+                    text=text)
+    finish_distributed()  # a cached result returns before training's own barrier
+    if rank != 0:
+        return 0
     print(json.dumps({k: res[k] for k in ("family", "variant", "seed", "split", "val_nats_per_char",
                                           "val_bits_per_char", "train_tokens_per_s", "train_time_s",
                                           "peak_rss_mb", "n_params")}))
