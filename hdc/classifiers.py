@@ -135,6 +135,11 @@ def expected_failed_checks(estimator) -> dict:
     return {name: _FLOAT_FIT_REASON for name in sorted(names)}
 
 
+def _is_dask(X) -> bool:
+    """A dask collection (checked by module name: dask stays an optional dependency)."""
+    return type(X).__module__.split(".")[0] == "dask"
+
+
 class _HDCClassifier(ClassifierMixin, BaseEstimator):
     """Shared parts: input checks, the counter model, bit-plane scoring."""
 
@@ -268,7 +273,11 @@ class _HDCClassifier(ClassifierMixin, BaseEstimator):
         return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
 
     def predict(self, X) -> np.ndarray:
-        """The class with the highest cosine score (ties: the first class)."""
+        """The class with the highest cosine score (ties: the first class); lazy (a dask array)
+        on dask input."""
+        if _is_dask(X):
+            from . import distributed
+            return distributed.predict(self, X)
         s = cosine_scores(self.dot(X), self.norms_, self.dim_)
         return self.classes_[np.argmax(s, axis=1)]
 
@@ -303,6 +312,9 @@ class CentroidClassifier(_HDCClassifier):
         self.temperature = temperature
 
     def fit(self, X, y):
+        if _is_dask(X):   # map-reduce over the chunks: hdc.distributed.fit, the same counters
+            from . import distributed
+            return distributed.fit(self, X, y)
         self._validate_params()
         X, self.classes_, y_idx = self._check_Xy(X, y)
         self.raw_counters_ = class_counters(X, y_idx, len(self.classes_), self.dim_)
@@ -473,6 +485,9 @@ class RetrainClassifier(_HDCClassifier):
         return float(np.mean(np.argmax(s, axis=1) == yv))
 
     def fit(self, X, y):
+        if _is_dask(X):   # batch-mode epochs over the chunks: hdc.distributed.fit
+            from . import distributed
+            return distributed.fit(self, X, y)
         self._validate_params()
         X, self.classes_, y_idx = self._check_Xy(X, y)
         K = len(self.classes_)

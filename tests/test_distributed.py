@@ -54,7 +54,7 @@ def chunkings(draw, n):
     return tuple(b - a for a, b in zip(edges, edges[1:]))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data(), dim=st.sampled_from(DIMS), n=st.integers(1, 120), m=st.integers(1, 5),
        n_dups=st.integers(0, 8), seed=st.integers(0, 2**31))
 def test_topk_equals_hdc_topk_for_any_chunking(client, data, dim, n, m, n_dups, seed):
@@ -72,7 +72,7 @@ def test_topk_equals_hdc_topk_for_any_chunking(client, data, dim, n, m, n_dups, 
     np.testing.assert_array_equal(got_ids, ids[ref_i])
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=5, deadline=None)   # each example runs four cluster jobs
 @given(data=st.data(), dim=st.sampled_from(DIMS), n=st.integers(4, 150), seed=st.integers(0, 2**31))
 def test_fit_equals_single_machine_for_any_chunking(client, data, dim, n, seed):
     X = _database(n, dim, 5, seed)
@@ -94,6 +94,21 @@ def test_fit_equals_single_machine_for_any_chunking(client, data, dim, n, seed):
     clf = hd.fit(RetrainClassifier(dim=dim, epochs=2, validation_fraction=None), Xd, y)
     np.testing.assert_array_equal(clf.counters_, C_np)
     assert clf.history_ == hist_np
+
+
+def test_classifiers_take_dask_input_through_their_own_fit_and_predict(client):
+    # the classifiers' fit/predict hand dask collections to hdc.distributed (the same counters)
+    X = _database(60, 65, 3, 1)
+    y = np.arange(60) % 3
+    Xd = da.from_array(X, chunks=(13, -1))
+    ref = CentroidClassifier(dim=65).fit(X, y)
+    got = CentroidClassifier(dim=65).fit(Xd, y)
+    np.testing.assert_array_equal(got.counters_, ref.counters_)
+    p = got.predict(Xd)
+    assert isinstance(p, da.Array)
+    np.testing.assert_array_equal(p.compute(), ref.predict(X))
+    C, _ = hd.batch_retrain(X, y, 3, 65, epochs=2)
+    np.testing.assert_array_equal(RetrainClassifier(dim=65, epochs=2, validation_fraction=None).fit(Xd, y).counters_, C)
 
 
 def test_predict_is_lazy(client):
