@@ -438,6 +438,29 @@ def spike_reports(summary: dict) -> dict:
     return out
 
 
+def explanations(summary: dict, out_dir: Path, name: str, n_new: int = 48) -> dict:
+    """``model.explain(idx, decode, path)`` of the first seed of every row whose model offers one
+    (SiFu: the edges that carried the most energy at each step), on a text the model generates
+    from "ROMEO:" (fixed sampling seed)."""
+    from models.train import load_model
+    out = {}
+    for lab, a in summary.items():
+        if "carried_from" in a:
+            continue
+        d = next(iter(a["seeds"].values()))["run_dir"]
+        if not (d / "ckpt.pt").exists():
+            continue
+        model, tok, _ = load_model(d / "ckpt.pt")
+        if not hasattr(model, "explain"):
+            continue
+        import torch
+        prompt = torch.tensor([tok.encode("ROMEO:").tolist()], dtype=torch.long)
+        idx = model.generate(prompt, n_new, generator=torch.Generator().manual_seed(0))
+        path = out_dir / f"{name}_{a['family']}_{a['variant']}_explain.png"
+        out[lab] = {"text": tok.decode(idx[0].tolist()), "plot": model.explain(idx, tok.decode, path)}
+    return out
+
+
 def plot(summary: dict, long_summary: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -614,6 +637,7 @@ def report(args, runs: Path, families: list[str]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     payload["spike_plots"] = {**carried.get("spike_plots", {}), **spike_plots(summary, out_dir, name)}
     payload["spike_reports"] = spike_reports(summary)
+    payload["explanations"] = explanations(summary, out_dir, name)
     for lab, rep in payload["spike_reports"].items():
         t = rep["total"]
         print(f"{lab} spike coding: {t['spike_sparsity']:.3f} of counts zero, "

@@ -365,6 +365,11 @@ class SiFuLM(StatsMixin, nn.Module):
             t[(idx == pad) | (targets == pad)] = -1
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), t.reshape(-1), ignore_index=-1)
 
+    def explain(self, idx: torch.Tensor, decode, path, *, top: int = 5):
+        """The model's own account of a text (the comparison calls it on a generated sample):
+        :func:`plot_edge_energies`, which edges carried the most energy at each step."""
+        return plot_edge_energies(self, idx, decode, path, top=top)
+
     # ------------------------------------------------------------------ decoding
     def decoder(self) -> "SiFuDecoder":
         return SiFuDecoder(self)
