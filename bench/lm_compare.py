@@ -420,40 +420,35 @@ def spike_plots(summary: dict, out_dir: Path, name: str) -> dict:
     return out
 
 
-def spike_reports(summary: dict) -> dict:
-    """``model.spike_report(x)`` of the first seed of every row whose model offers one (spike-count
-    coding: sparsity, spikes per channel, count histogram, packed memory), on the plots' input."""
+def _first_seed_models(summary: dict):
+    """(label, row, model, tokenizer, checkpoint, run dir) of the first seed of every row made by
+    this sweep (a carried row's checkpoints belong to its own sweep)."""
     from models.train import load_model
-    out = {}
     for lab, a in summary.items():
         if "carried_from" in a:
             continue
         d = next(iter(a["seeds"].values()))["run_dir"]
-        if not (d / "ckpt.pt").exists():
-            continue
-        model, _, ck = load_model(d / "ckpt.pt")
-        if hasattr(model, "spike_report"):
-            rep = model.spike_report(_eval_input(ck, _load(d)))
-            out[lab] = {"input": f"first {ACCOUNTING_CHUNKS} validation chunks", **rep}
-    return out
+        if (d / "ckpt.pt").exists():
+            yield (lab, a, *load_model(d / "ckpt.pt"), d)
+
+
+def spike_reports(summary: dict) -> dict:
+    """``model.spike_report(x)`` of the first seed of every row whose model offers one (spike-count
+    coding: sparsity, spikes per channel, count histogram, packed memory), on the plots' input."""
+    return {lab: {"input": f"first {ACCOUNTING_CHUNKS} validation chunks",
+                  **model.spike_report(_eval_input(ck, _load(d)))}
+            for lab, _, model, _, ck, d in _first_seed_models(summary) if hasattr(model, "spike_report")}
 
 
 def explanations(summary: dict, out_dir: Path, name: str, n_new: int = 48) -> dict:
     """``model.explain(idx, decode, path)`` of the first seed of every row whose model offers one
     (SiFu: the edges that carried the most energy at each step), on a text the model generates
     from "ROMEO:" (fixed sampling seed)."""
-    from models.train import load_model
+    import torch
     out = {}
-    for lab, a in summary.items():
-        if "carried_from" in a:
-            continue
-        d = next(iter(a["seeds"].values()))["run_dir"]
-        if not (d / "ckpt.pt").exists():
-            continue
-        model, tok, _ = load_model(d / "ckpt.pt")
+    for lab, a, model, tok, _, _ in _first_seed_models(summary):
         if not hasattr(model, "explain"):
             continue
-        import torch
         prompt = torch.tensor([tok.encode("ROMEO:").tolist()], dtype=torch.long)
         idx = model.generate(prompt, n_new, generator=torch.Generator().manual_seed(0))
         path = out_dir / f"{name}_{a['family']}_{a['variant']}_explain.png"
