@@ -71,11 +71,11 @@ def check_convertible(model: nn.Module) -> None:
                              f"are {[t.__name__ for t in SUPPORTED_LAYERS]}")
 
 
-def _calibration_samples(model: nn.Module, calib: torch.Tensor) -> list[torch.Tensor]:
-    """The GELU inputs (c_fc outputs) of each block of the dense ``model`` on ``calib`` (B, T)."""
+def _per_block(model: nn.Module, calib: torch.Tensor, install) -> list[torch.Tensor]:
+    """One no-grad pass of ``model`` over ``calib`` (B, T) with ``install(block, got)`` hooking each
+    block to append what it records to ``got``; the hooks are removed whatever happens."""
     got: list[torch.Tensor] = []
-    hooks = [blk.mlp.c_fc.register_forward_hook(lambda m, a, out: got.append(out.detach().reshape(-1)))
-             for blk in model.transformer.h]
+    hooks = [install(blk, got) for blk in model.transformer.h]
     try:
         with torch.no_grad():
             model(calib)
@@ -83,6 +83,12 @@ def _calibration_samples(model: nn.Module, calib: torch.Tensor) -> list[torch.Te
         for h in hooks:
             h.remove()
     return got
+
+
+def _calibration_samples(model: nn.Module, calib: torch.Tensor) -> list[torch.Tensor]:
+    """The GELU inputs (c_fc outputs) of each block of the dense ``model`` on ``calib`` (B, T)."""
+    return _per_block(model, calib, lambda blk, got: blk.mlp.c_fc.register_forward_hook(
+        lambda m, a, out: got.append(out.detach().reshape(-1))))
 
 
 def convert(source, bits: int, *, act_neurons: int = 16, calib: torch.Tensor | None = None,
@@ -217,16 +223,8 @@ def hybrid_weight_map(config: HybridConfig) -> dict[str, str]:
 def _attention_output_rms(source: nn.Module, calib: torch.Tensor) -> list[torch.Tensor]:
     """Per layer, the root mean square over the tokens of ``calib`` (B, T) of each channel of the
     dense attention's head outputs (the input of c_proj). Shapes: -> n_layer x (n_embd,)."""
-    got: list[torch.Tensor] = []
-    hooks = [blk.attn.c_proj.register_forward_pre_hook(
-        lambda m, a: got.append(a[0].detach().pow(2).mean(dim=(0, 1)).sqrt())) for blk in source.transformer.h]
-    try:
-        with torch.no_grad():
-            source(calib)
-    finally:
-        for h in hooks:
-            h.remove()
-    return got
+    return _per_block(source, calib, lambda blk, got: blk.attn.c_proj.register_forward_pre_hook(
+        lambda m, a: got.append(a[0].detach().pow(2).mean(dim=(0, 1)).sqrt())))
 
 
 def to_hybrid(source, *, layout: str = "alternate", window: int = 16, spike_coding: str = "adaptive",
