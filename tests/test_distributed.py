@@ -23,6 +23,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("dask.distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
 from hdc import distributed as hd  # noqa: E402
+import dask  # noqa: E402
 
 # the helpers below run on the workers, which cannot import this test module by name
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -252,9 +253,10 @@ def test_task_that_always_kills_its_worker_names_the_shard(tmp_path):
 
 @pytest.mark.slow
 def test_database_larger_than_workers_memory(tmp_path):
-    """~330 MiB on disk, two workers of 150 MiB each: topk streams it, identical."""
+    """~650 MiB on disk, two workers of 300 MiB each (a worker's imports alone, numba and
+    scikit-learn included, take about half of that): topk streams it, identical."""
     dim = 10_000
-    n = 270_000
+    n = 540_000
     big = np.lib.format.open_memmap(tmp_path / "all.npy", "w+", np.uint64, (n, hdc.n_words_for(dim)))
     for s in range(0, n, 30_000):
         big[s:s + 30_000] = hdc.random(min(30_000, n - s), dim, seed=s)
@@ -262,10 +264,14 @@ def test_database_larger_than_workers_memory(tmp_path):
     Q = np.array(big[[5, 123_456]])
     ref = hdc.topk(Q, big, 10)
     hd.write_shards(big, tmp_path / "db", dim, rows_per_shard=10_000)
-    assert sum(f.stat().st_size for f in (tmp_path / "db").glob("*.npy")) > 2 * 150 * 2**20
+    assert sum(f.stat().st_size for f in (tmp_path / "db").glob("*.npy")) > 2 * 300 * 2**20
     del big
     (tmp_path / "all.npy").unlink()
-    with hd.local_cluster(2, memory_limit="150MiB") as cluster, distributed.Client(cluster):
+    # a worker whose imports alone fill 80% of its limit would be paused forever (the job hangs);
+    # pausing and spilling are off, termination at 95% stays: exceeding the limit still fails
+    with dask.config.set({"distributed.worker.memory.pause": False, "distributed.worker.memory.spill": False,
+                          "distributed.worker.memory.target": False}), \
+            hd.local_cluster(2, memory_limit="300MiB") as cluster, distributed.Client(cluster):
         d, i = hd.topk(Q, hd.open_database(tmp_path / "db"), 10)
     np.testing.assert_array_equal(d, ref[0])
     np.testing.assert_array_equal(i, ref[1])
