@@ -167,17 +167,8 @@ def _ngram_majority(codes, offsets, table, tie, out):
 
 @njit(cache=True, nogil=True)
 def _flush(planes, counts, dim):
-    P, W = planes.shape
-    for p in range(P):
-        for w in range(W):
-            x = planes[p, w]
-            if x == 0:
-                continue
-            base = w * 64
-            top = min(64, dim - base)
-            for b in range(top):
-                counts[base + b] += np.int64((x >> np.uint64(b)) & np.uint64(1)) << p
-            planes[p, w] = 0
+    """counts[j] += (bit-sliced count of lane j); clears the planes (:func:`_flush_weighted`, shift 0)."""
+    _flush_weighted(planes, counts, dim, 0)
 
 
 _FLUSH_PLANES = 12  # a group's running counter holds up to 4,095 grams before it is flushed
