@@ -194,6 +194,9 @@ def test_staircase_is_its_neurons_and_fits_gelu():
 
 
 def test_staircase_refit_follows_the_samples():
+    # seeded: unseeded draws made this fail now and then under load (the ratio is 0.67-0.76
+    # over seeds 0-19, so the 0.8 bound itself is kept)
+    torch.manual_seed(0)
     act = StaircaseGELU(8)
     samples = torch.randn(20000) * 0.3 - 1.0                           # narrow inputs around -1
     with torch.no_grad():
