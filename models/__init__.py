@@ -43,7 +43,11 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           # finer scores at equal parameters: 128-bit codes from the 32-wide projection
                           "wide": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming"},
                           # sparse codes: a 10% firing-rate target in the loss
-                          "sparse": {"code_bits": 32, "k": 8, "score": "hamming", "fire_target": 0.1}},
+                          "sparse": {"code_bits": 32, "k": 8, "score": "hamming", "fire_target": 0.1},
+                          # finer scores at equal parameters: graded spikes, 4 levels (2 bit-planes)
+                          "graded": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 4},
+                          "brain_prior_graded": {"code_bits": 32, "k": 8, "score": "hamming", "local_window": 32,
+                                                 "levels": 4}},
                 bench=("brain_prior", "sparse", "wide"), bench_long=("brain_prior",), select=("hamming", "overlap"),
                 description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
                             "+ k-WTA far keys"))

@@ -47,6 +47,7 @@ class SpikingConfig(TrunkConfig):
                                          # map widens it to code_bits (wider codes, same parameters)
     fire_target: float | None = None     # code firing-rate target in the loss (sparse codes)
     fire_weight: float = 1.0
+    levels: int = 2                      # spike-count levels per code bit (2: binary; 4: graded, 2 bit-planes)
 
     def _check(self) -> None:
         check_int("code_bits", self.code_bits)
@@ -59,6 +60,7 @@ class SpikingConfig(TrunkConfig):
             check_int("prior_window", self.prior_window)
         if self.local_window is not None:
             check_int("local_window", self.local_window)
+        check_int("levels", self.levels, low=2)
         if self.proj_dim is not None:
             check_int("proj_dim", self.proj_dim)
         if not 0.0 <= self.prior_random_frac <= 1.0:
@@ -73,7 +75,7 @@ def make_attention(config: SpikingConfig, layer: int) -> SpikingKWTAAttention:
         score=config.score, neuron=config.neuron, surrogate=config.surrogate, output=config.output,
         prior_window=config.prior_window, prior_random_frac=config.prior_random_frac,
         prior_seed=config.prior_seed + layer, local_window=config.local_window, proj_dim=config.proj_dim,
-        fire_target=config.fire_target, fire_weight=config.fire_weight, bias=config.bias, n_layer=config.n_layer)
+        fire_target=config.fire_target, fire_weight=config.fire_weight, levels=config.levels, bias=config.bias, n_layer=config.n_layer)
 
 
 class SpikingTransformerLM(TransformerLM):

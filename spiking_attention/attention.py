@@ -80,6 +80,15 @@ SCORES = ("hamming", "overlap")
 NEURONS = ("heaviside", "lif")
 OUTPUTS = ("softmax", "uniform_ste")
 LIF_TAU = 2.0
+MAX_LEVELS = 16
+#: spacing of a graded neuron's thresholds: +-0.674 are the quartiles of a unit Gaussian, so at
+#: init (unit-variance pre-activations, threshold 0) the 4 levels are about equally likely
+GRADE_STEP = 0.674
+
+
+def n_planes(levels: int) -> int:
+    """Bit-planes of a graded code with ``levels`` spike counts (0..levels-1): 1 for binary."""
+    return max(1, (levels - 1).bit_length())
 
 
 def _hash_u32(x: torch.Tensor) -> torch.Tensor:
@@ -252,7 +261,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
                  score: str = "hamming", neuron: str = "heaviside", surrogate: str = "atan",
                  output: str = "softmax", prior_window: int | None = None, prior_random_frac: float = 0.0,
                  prior_seed: int = 0, local_window: int | None = None, proj_dim: int | None = None,
-                 fire_target: float | None = None, fire_weight: float = 1.0, bias: bool = False, n_layer: int = 4,
+                 fire_target: float | None = None, fire_weight: float = 1.0, levels: int = 2,
+                 grade_step: float = GRADE_STEP, bias: bool = False, n_layer: int = 4,
                  surrogate_alpha: float | None = None):
         super().__init__()
         _check_common(d_model, n_head, k, max_seq_len)
@@ -286,6 +296,16 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
             raise ValueError(f"fire_target must be a firing rate in (0, 1) or None, got {fire_target!r}")
         if not fire_weight >= 0:
             raise ValueError(f"fire_weight must be >= 0, got {fire_weight!r}")
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}] (spike-count levels per code bit; "
+                             f"2 = binary), got {levels!r}")
+        if levels > 2 and neuron != "heaviside":
+            raise ValueError(f"graded spikes (levels={levels}) need neuron='heaviside', got {neuron!r}")
+        if not (isinstance(grade_step, (int, float)) and grade_step > 0):
+            raise ValueError(f"grade_step must be a number > 0, got {grade_step!r}")
+        if code_bits * (levels - 1) ** 2 >= 2 ** 24:
+            raise ValueError(f"code_bits * (levels - 1)^2 must be < 2^24 so float32 scores stay exact, "
+                             f"got code_bits={code_bits}, levels={levels}")
         self.d_model, self.n_head, self.code_bits, self.k = d_model, n_head, code_bits, k
         self.head_size = d_model // n_head
         self.max_seq_len = max_seq_len
@@ -295,6 +315,7 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         self.prior_window, self.prior_random_frac, self.prior_seed = prior_window, float(prior_random_frac), prior_seed
         self.local_window = local_window
         self.fire_target, self.fire_weight = fire_target, float(fire_weight)
+        self.levels, self.grade_step = levels, float(grade_step)
         self.aux_loss: torch.Tensor | None = None
         n_code = n_head * code_bits
         # Wider codes at equal parameters: the learned projection is proj_dim wide per head and a
@@ -335,9 +356,17 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
 
     # -------------------------------------------------------------- pieces (shared with packed.py)
     def _fire(self, pre: torch.Tensor, threshold: torch.Tensor, v0=None):
-        """Spikes from pre-activations (B, T, n_code); returns (spikes, last membrane or None)."""
+        """Spikes from pre-activations (B, T, n_code); returns (spikes, last membrane or None).
+
+        With ``levels = L > 2`` a code bit is a graded spike: the count of the L - 1 thresholds
+        ``threshold + (l - L/2) * grade_step`` (l = 1..L-1) that the pre-activation crosses, i.e.
+        the spike count of L - 1 time steps of a multi-threshold neuron, in {0, ..., L-1}. Each
+        crossing is a Heaviside with the surrogate gradient; L = 2 is the binary neuron exactly."""
         if self.neuron == "heaviside":
-            return self.spike_fn(pre - threshold), None
+            if self.levels == 2:
+                return self.spike_fn(pre - threshold), None
+            L = self.levels
+            return sum(self.spike_fn(pre - threshold - (l - L / 2) * self.grade_step) for l in range(1, L)), None
         # LIF along the token axis, threshold per code bit; causal by construction
         v = torch.zeros_like(pre[:, 0]) if v0 is None else v0
         out = []
@@ -370,17 +399,23 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         return q, k, v, {"vq": vq, "vk": vk}
 
     def integer_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Exact integer scores as float: overlap ``q.k``, or Hamming similarity ``(2q-1).(2k-1)``.
+        """Exact integer scores as float: overlap ``q.k``, or Hamming similarity ``(2q-1).(2k-1)``;
+        for graded codes (counts c in 0..L-1) the centred ``(2q-L+1).(2k-L+1)``, which is the
+        bipolar one at L = 2. Integer operands below 2^24, so float32 sums are exact.
 
         Shapes: q (..., t_q, cb), k (..., t_k, cb) -> (..., t_q, t_k).
         """
         if self.score == "overlap":
             return q @ k.transpose(-2, -1)
-        return (2 * q - 1) @ (2 * k - 1).transpose(-2, -1)  # = code_bits - 2 * hamming
+        c = self.levels - 1
+        return (2 * q - c) @ (2 * k - c).transpose(-2, -1)  # binary: = code_bits - 2 * hamming
 
     def score_scale(self) -> torch.Tensor:
         """Per-head factor from integer score to softmax logit. Shapes: -> (nh, 1, 1)."""
-        return (self.log_temp.exp() / math.sqrt(self.code_bits)).view(-1, 1, 1)
+        # (L^2 - 1) / 3 is the mean square of a centred level 2c - L + 1 (c uniform): graded scores
+        # start at the binary codes' logit scale
+        norm = math.sqrt(self.code_bits) * (self.levels ** 2 - 1) / 3
+        return (self.log_temp.exp() / norm).view(-1, 1, 1)
 
     def attention_weights(self, s_int: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
         """Softmax over the winners' scaled scores (zero elsewhere). Shapes: -> (B, nh, t_q, t_k)."""
@@ -412,19 +447,21 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         # the squared gap of each code's mean rate, added to the loss by the model in training
         self.aux_loss = None
         if self.fire_target is not None and self.training:
-            t = self.fire_target
-            self.aux_loss = self.fire_weight * ((q.mean() - t) ** 2 + (k.mean() - t) ** 2)
+            t, c = self.fire_target, self.levels - 1
+            self.aux_loss = self.fire_weight * ((q.mean() / c - t) ** 2 + (k.mean() / c - t) ** 2)
         return self.c_proj(y)
 
     @torch.no_grad()
     def _report_pass(self, q, k, win, allowed, s_int, att) -> None:
         B, nh, T, cb = q.shape
-        q, k = q.detach(), k.detach()
+        q_spikes, k_spikes = q.detach(), k.detach()          # spike counts (binary: spikes)
+        # a graded code's firing rate: spikes per bit per time step (count / (L - 1))
+        q, k = q_spikes / (self.levels - 1), k_spikes / (self.levels - 1)
         stats = _attention_stats(win, allowed, s_int.detach(), self.k, B, T, nh)
         if self.local_window is not None:
             stats.update(_far_stats(win, s_int.detach(), self.k, self.local_window, allowed))
         stats.update({
-            "code_bits": cb, "k": self.k,
+            "code_bits": cb, "k": self.k, "levels": self.levels,
             "q_firing_rate": float(q.mean()), "k_firing_rate": float(k.mean()),
             "q_silent_frac": float((q.amax(dim=(0, 2)) == 0).float().mean()),
             "k_silent_frac": float((k.amax(dim=(0, 2)) == 0).float().mean()),
@@ -433,7 +470,7 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
             "q_firing_rate_per_head": q.mean(dim=(0, 2, 3)).tolist(),
             "k_firing_rate_per_head": k.mean(dim=(0, 2, 3)).tolist(),
         })
-        self._report(stats, self._ops(stats), q_spikes=q, k_spikes=k, attn=att)
+        self._report(stats, self._ops(stats), q_spikes=q_spikes, k_spikes=k_spikes, attn=att)
 
     def _ops(self, st: dict) -> dict:
         """The core's operations: the score of each allowed (query, key) pair accumulates the
@@ -442,13 +479,14 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         and the values ``head_size`` MACs per winner. ``packed_word_ops`` is the packed path's
         XOR + POPCNT per 64-bit word (no per-operation energy figure exists for it)."""
         n_allowed, n_win = st["n_allowed_pairs"], float(st["n_winners"])
-        score_ac = st["q_firing_rate"] * n_allowed * self.code_bits
+        # a graded query spikes up to L - 1 times per bit; each spike accumulates the key's count
+        score_ac = st["q_firing_rate"] * (self.levels - 1) * n_allowed * self.code_bits
         # the fixed expansion to wider codes: a real-valued map per head for queries and keys
         expand_mac = 0.0 if self.expand is None else \
             2.0 * st["B"] * st["T"] * self.n_head * self.proj_dim * self.code_bits
         return {"kind": "spiking_kwta", "score_ac": score_ac, "select_ac": float(n_allowed),
                 "softmax_mac": n_win, "value_mac": n_win * self.head_size, "expand_mac": expand_mac,
-                "packed_word_ops": float(n_allowed * n_words_for(self.code_bits)),
+                "packed_word_ops": float(n_allowed * n_words_for(self.code_bits) * n_planes(self.levels) ** 2),
                 "mac": n_win + n_win * self.head_size + expand_mac, "ac": score_ac + float(n_allowed)}
 
     def packed(self, **kw):
@@ -463,7 +501,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         return (f"d_model={self.d_model}, n_head={self.n_head}, code_bits={self.code_bits}, k={self.k}, "
                 f"score={self.score}, neuron={self.neuron}, surrogate={self.surrogate}, output={self.output}, "
                 f"prior_window={self.prior_window}, prior_random_frac={self.prior_random_frac}, "
-                f"local_window={self.local_window}, proj_dim={self.proj_dim}, fire_target={self.fire_target}")
+                f"local_window={self.local_window}, proj_dim={self.proj_dim}, fire_target={self.fire_target}, "
+                f"levels={self.levels}")
 
 
 def _real_valued_ops(st: dict, head_size: int) -> dict:

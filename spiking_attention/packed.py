@@ -11,7 +11,13 @@ Score identities (integers, exact):
 
 * ``"hamming"``: ``score = code_bits - 2 * hamming(q, k)`` (the bipolar dot product), so the
   best keys are those at the smallest Hamming distance;
-* ``"overlap"``: ``score = popcount(q AND k)``.
+* ``"overlap"``: ``score = popcount(q AND k)``;
+* graded codes (spike counts c in 0..L-1, ``levels = L``) are stored as P = ceil(log2 L)
+  bit-planes side by side, plane a holding bit a of every count. Their dot product is
+  ``sum_ab 2^(a+b) popcount(q_a AND k_b)``, and the centred ``"hamming"`` score
+  ``(2q-L+1).(2k-L+1) = 4 q.k - 2(L-1)(|q| + |k|) + (L-1)^2 code_bits`` with ``|q| = sum_a 2^a
+  popcount(q_a)``: the bit-plane trick of the HDC classifiers' integer counters. Graded
+  codes take the ``"matrix"`` way (the causal top-k kernel scores binary codes).
 
 Two ways to choose the winners, both exact and tested against the torch path:
 
@@ -42,7 +48,7 @@ import hdc
 from hdc import backends as _bk
 from hdc.packing import n_words_for
 
-from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys, selection_masks
+from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys, n_planes, selection_masks
 
 __all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
            "PackedSpikingAttention", "KVCache", "METHODS"]
@@ -52,12 +58,22 @@ METHODS = ("auto", "kernel", "matrix")
 _NEG = -(1 << 62)  # composite key of a disallowed entry: below every real one
 
 
-def pack_codes(bits) -> np.ndarray:
-    """Pack {0,1} codes (torch or numpy) into uint64 words. Shapes: (..., code_bits) -> (..., n_words)."""
+def pack_codes(bits, levels: int = 2) -> np.ndarray:
+    """Pack {0,1} codes (torch or numpy) into uint64 words; graded codes (counts 0..levels-1)
+    into their bit-planes, plane a's words after plane a-1's.
+
+    Shapes: (..., code_bits) -> (..., n_planes(levels) * n_words).
+    """
     if isinstance(bits, torch.Tensor):
         bits = bits.detach().cpu().numpy()
     bits = np.asarray(bits)
-    return hdc.pack_bits(bits.astype(bool) if bits.dtype != np.bool_ else bits)
+    if levels == 2:
+        return hdc.pack_bits(bits.astype(bool) if bits.dtype != np.bool_ else bits)
+    counts = bits.astype(np.int64)
+    if counts.size and (counts.min() < 0 or counts.max() >= levels or not np.array_equal(counts, bits)):
+        raise ValueError(f"graded codes must be integer counts in [0, {levels - 1}] for levels={levels}")
+    return np.concatenate([hdc.pack_bits(((counts >> a) & 1).astype(bool)) for a in range(n_planes(levels))],
+                          axis=-1)
 
 
 def _to_score(raw: np.ndarray, code_bits: int, score: str) -> np.ndarray:
@@ -67,19 +83,38 @@ def _to_score(raw: np.ndarray, code_bits: int, score: str) -> np.ndarray:
 
 
 def packed_scores(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score: str, *,
-                  threads: int | None = None) -> np.ndarray:
+                  levels: int = 2, threads: int | None = None) -> np.ndarray:
     """Integer scores of every (query, key) pair from packed codes (the plain matrix path).
 
     ``overlap`` uses ``|q AND k| = (|q| + |k| - hamming(q, k)) / 2``, so the one Hamming kernel
-    serves both scores. Shapes: q_words (m, W), k_words (n, W) -> (m, n) int64.
+    serves both scores; graded codes sum it over bit-plane pairs (module docstring).
+    Shapes: q_words (m, P*W), k_words (n, P*W) -> (m, n) int64, P = n_planes(levels).
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    ham = hdc.hamming_matrix(q_words, k_words, threads=threads).astype(np.int64)     # (m, n)
-    if score == "hamming":
-        return code_bits - 2 * ham
-    q_pop, k_pop = hdc.popcount(q_words), hdc.popcount(k_words)
-    return (q_pop[:, None] + k_pop[None, :] - ham) // 2
+    if levels == 2:
+        ham = hdc.hamming_matrix(q_words, k_words, threads=threads).astype(np.int64)     # (m, n)
+        if score == "hamming":
+            return code_bits - 2 * ham
+        q_pop, k_pop = hdc.popcount(q_words), hdc.popcount(k_words)
+        return (q_pop[:, None] + k_pop[None, :] - ham) // 2
+    P = n_planes(levels)
+    W = q_words.shape[-1] // P
+    qp = [np.ascontiguousarray(q_words[:, a * W:(a + 1) * W]) for a in range(P)]   # (m, W) per plane
+    kp = [np.ascontiguousarray(k_words[:, b * W:(b + 1) * W]) for b in range(P)]   # (n, W) per plane
+    q_pop = [hdc.popcount(x).astype(np.int64) for x in qp]
+    k_pop = [hdc.popcount(x).astype(np.int64) for x in kp]
+    dot = np.zeros((q_words.shape[0], k_words.shape[0]), np.int64)
+    for a in range(P):
+        for b in range(P):
+            ham = hdc.hamming_matrix(qp[a], kp[b], threads=threads).astype(np.int64)
+            dot += (q_pop[a][:, None] + k_pop[b][None, :] - ham) // 2 << (a + b)
+    if score == "overlap":
+        return dot
+    c = levels - 1
+    q_sum = sum(q_pop[a] << a for a in range(P))                                    # (m,) sum of counts
+    k_sum = sum(k_pop[b] << b for b in range(P))
+    return 4 * dot - 2 * c * (q_sum[:, None] + k_sum[None, :]) + c * c * code_bits
 
 
 def _k_row(k, n_allowed: np.ndarray) -> np.ndarray:
@@ -177,13 +212,14 @@ class PackedSpikingAttention:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
             raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
-        kernel_ok = isinstance(att.k, int) and att.prior_random_frac == 0
+        kernel_ok = isinstance(att.k, int) and att.prior_random_frac == 0 and att.levels == 2
         if method == "kernel" and not kernel_ok:
-            raise ValueError("method='kernel' needs an integer k and no random long-range links "
-                             f"(k={att.k!r}, prior_random_frac={att.prior_random_frac}); use 'matrix' or 'auto'")
+            raise ValueError("method='kernel' needs an integer k, binary codes and no random long-range links "
+                             f"(k={att.k!r}, levels={att.levels}, prior_random_frac={att.prior_random_frac}); "
+                             "use 'matrix' or 'auto'")
         self.att, self.block_rows, self.threads = att, block_rows, threads
         self.method = ("kernel" if kernel_ok else "matrix") if method == "auto" else method
-        self.n_words = n_words_for(att.code_bits)
+        self.n_words = n_words_for(att.code_bits) * n_planes(att.levels)   # words of one (graded) code
 
     def _scales(self) -> np.ndarray:
         return self.att.score_scale().detach().reshape(-1).cpu().numpy().astype(np.float32)  # (nh,)
@@ -212,7 +248,8 @@ class PackedSpikingAttention:
         for r0 in range(0, m, self.block_rows):   # bounded memory: one (rows, keys) block at a time
             r1 = min(m, r0 + self.block_rows)
             n_keys = n - m + r1                   # causal: nothing after the block's last query
-            s = packed_scores(qw[r0:r1], kw[:n_keys], att.code_bits, att.score, threads=self.threads)
+            s = packed_scores(qw[r0:r1], kw[:n_keys], att.code_bits, att.score, levels=att.levels,
+                              threads=self.threads)
             allowed = allowed_keys(att, r1 - r0, n_keys, device="cpu")
             picks = [select_winners(s, mask.shape[1] if k is None else k, mask.numpy()) for k, mask in
                      selection_masks(att.k, allowed, att.local_window)]
@@ -227,7 +264,8 @@ class PackedSpikingAttention:
     def core(self, x: torch.Tensor):
         """The attention core on packed codes; returns (y before c_proj (B, nh, T, hs) numpy, winners)."""
         q, k, v, _ = self.att.codes(x)                      # (B, nh, T, cb) {0,1}; v (B, nh, T, hs)
-        return self.core_from_codes(pack_codes(q), pack_codes(k), v.float().cpu().numpy())
+        L = self.att.levels
+        return self.core_from_codes(pack_codes(q, L), pack_codes(k, L), v.float().cpu().numpy())
 
     def core_from_codes(self, qw: np.ndarray, kw: np.ndarray, v: np.ndarray):
         """Causal k-WTA attention core from packed codes (a full sequence, queries = keys = 0..T-1).
@@ -282,7 +320,7 @@ class PackedSpikingAttention:
         if x.shape[1] > cache.cap:
             raise ValueError(f"prompt of {x.shape[1]} tokens exceeds the cache capacity {cache.cap}")
         q, k, v, state = self.att.codes(x)
-        qw, kw, vn = pack_codes(q), pack_codes(k), v.float().cpu().numpy()
+        qw, kw, vn = pack_codes(q, self.att.levels), pack_codes(k, self.att.levels), v.float().cpu().numpy()
         self.append(cache, kw[0], vn[0], state)
         y, _ = self.core_from_codes(qw, kw, vn)
         B, nh, T, hs = y.shape
@@ -309,8 +347,8 @@ class PackedSpikingAttention:
             raise ValueError(f"step takes one token (1, 1, C), got shape {tuple(x_t.shape)}")
         att = self.att
         q, k, v, state = att.codes(x_t, cache.state)        # (1, nh, 1, cb)
-        self.append(cache, pack_codes(k[0]), v[0].float().cpu().numpy(), state)
-        y = self.step_core(pack_codes(q[0, :, 0]), cache)   # (nh, hs)
+        self.append(cache, pack_codes(k[0], att.levels), v[0].float().cpu().numpy(), state)
+        y = self.step_core(pack_codes(q[0, :, 0], att.levels), cache)   # (nh, hs)
         return att.c_proj(torch.from_numpy(y).to(x_t.dtype).reshape(1, 1, att.d_model))
 
     def step_core(self, q_words: np.ndarray, cache: KVCache) -> np.ndarray:
