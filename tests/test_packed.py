@@ -47,14 +47,16 @@ def _assert_same(att, x, patt=None, block_rows=7, method="auto"):
 
 CONFIGS = [dict(), dict(score="overlap"), dict(code_bits=70), dict(code_bits=130, score="overlap"),
            dict(neuron="lif"), dict(k=0.2), dict(prior_window=5, prior_random_frac=0.25, prior_seed=2),
-           dict(code_bits=3, k=5), dict(code_bits=2048, score="overlap")]  # up to hypervector widths
+           dict(code_bits=3, k=5), dict(code_bits=2048, score="overlap"),  # up to hypervector widths
+           dict(levels=4), dict(levels=3, score="overlap", code_bits=65), dict(levels=8, local_window=6),
+           dict(levels=16, code_bits=129)]  # graded spikes: 2, 2, 3 and 4 bit-planes
 
 
 METHODS = ["kernel", "matrix"]
 
 
 def _kernel_applies(att) -> bool:
-    return isinstance(att.k, int) and att.prior_random_frac == 0
+    return isinstance(att.k, int) and att.prior_random_frac == 0 and att.levels == 2
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -142,13 +144,13 @@ def test_select_winners_matches_kwta_mask_with_ties():
 
 
 @pytest.mark.parametrize("cfg", [dict(), dict(score="overlap"), dict(neuron="lif"),
-                                 dict(prior_window=4, prior_random_frac=0.3)])
+                                 dict(prior_window=4, prior_random_frac=0.3), dict(levels=4, local_window=5)])
 @pytest.mark.parametrize("method", METHODS)
 def test_decode_steps_equal_full_forward(cfg, method):
     att = _make(**cfg)
     x = torch.randn(1, 25, 32, generator=torch.Generator().manual_seed(6))
     if method == "kernel" and not _kernel_applies(att):
-        pytest.skip("the kernel method does not take random long-range links (tested above)")
+        pytest.skip("the kernel method takes neither random long-range links nor graded codes (tested above)")
     patt = PackedSpikingAttention(att, method=method)
     with torch.no_grad():
         y_ref = att(x)
@@ -202,7 +204,8 @@ def test_packed_equals_torch_on_trained_weights(att_kw):
     _assert_same(att, h)
 
 
-@pytest.mark.parametrize("cfg", [dict(), dict(score="overlap", prior_window=5), dict(neuron="lif")])
+@pytest.mark.parametrize("cfg", [dict(), dict(score="overlap", prior_window=5), dict(neuron="lif"),
+                                 dict(levels=4, local_window=4)])
 def test_packed_lm_equals_the_model(cfg):
     """model.packed(): same logits as the model, decoding with the packed KV cache gives the
     model's logits at every step, and the model itself is left untouched."""
@@ -314,3 +317,69 @@ def test_wide_codes_packed_equals_torch(method):
     att = _make(code_bits=96, proj_dim=8)
     x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(12))
     _assert_same(att, x, method=method)
+
+
+# ----------------------------------------------------------------------------- graded spikes
+
+@pytest.mark.parametrize("levels", [3, 4, 5, 8, 16])
+@pytest.mark.parametrize("code_bits", [1, 63, 64, 65, 128, 513])
+@pytest.mark.parametrize("score", ["hamming", "overlap"])
+def test_graded_scores_equal_float_dot_products(levels, code_bits, score):
+    """Bit-plane popcount scores == the float dot products of the graded codes (centred for
+    "hamming"), at word-boundary widths; counts drawn with every level present."""
+    rng = np.random.default_rng(levels * 1000 + code_bits)
+    q = rng.integers(0, levels, (9, code_bits))
+    k = rng.integers(0, levels, (13, code_bits))
+    q[0], k[0] = levels - 1, 0                       # the extremes: all-max and silent codes
+    att = _make(code_bits=code_bits, levels=levels, score=score)
+    ref = att.integer_scores(torch.from_numpy(q).double(), torch.from_numpy(k).double()).numpy()
+    c = levels - 1
+    if score == "hamming":
+        assert np.array_equal(ref, (2 * q - c) @ (2 * k - c).T)
+    got = packed_scores(pack_codes(q, levels), pack_codes(k, levels), code_bits, score, levels=levels)
+    assert got.dtype == np.int64 and np.array_equal(got, ref.astype(np.int64))
+
+
+def test_graded_neuron_counts_thresholds():
+    """A graded code bit is the number of its L-1 thresholds crossed; levels=2 is the binary neuron."""
+    att = _make(levels=4, grade_step=0.5)
+    pre = torch.tensor([[[-2.0, -0.6, -0.2, 0.2, 0.6, 2.0]]])     # thresholds at -0.5, 0, 0.5
+    counts, _ = att._fire(pre, torch.zeros(6))
+    assert counts.tolist() == [[[0, 0, 1, 2, 3, 3]]]
+    binary = _make(levels=2)
+    assert binary._fire(pre, torch.zeros(6))[0].tolist() == [[[0, 0, 0, 1, 1, 1]]]
+
+
+def test_graded_gradients_reach_the_projections():
+    att = _make(levels=4)
+    x = torch.randn(2, 20, 32, generator=torch.Generator().manual_seed(1))
+    att(x).pow(2).sum().backward()
+    assert att.q_proj.weight.grad.abs().sum() > 0 and att.k_proj.weight.grad.abs().sum() > 0
+
+
+def test_graded_codes_cut_ties():
+    """The point of graded spikes: finer scores, so the tie rule decides fewer cuts (same weights)."""
+    x = torch.randn(4, 40, 32, generator=torch.Generator().manual_seed(2))
+    ties = {}
+    for levels in (2, 4):
+        att = _make(levels=levels, code_bits=16)
+        with torch.no_grad():
+            att(x)
+        ties[levels] = att.layer_stats()["tie_at_cut_frac"]
+    assert ties[4] < 0.6 * ties[2], ties
+
+
+def test_graded_errors():
+    for bad in (1, 17, 2.0, True):
+        with pytest.raises(ValueError, match="levels"):
+            _make(levels=bad)
+    with pytest.raises(ValueError, match="neuron='heaviside'"):
+        _make(levels=4, neuron="lif")
+    with pytest.raises(ValueError, match="grade_step"):
+        _make(levels=4, grade_step=0)
+    with pytest.raises(ValueError, match="kernel"):
+        PackedSpikingAttention(_make(levels=4), method="kernel")
+    with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
+        pack_codes(np.array([[0, 4]]), 4)
+    with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
+        pack_codes(np.array([[0.5, 1]]), 4)
