@@ -44,6 +44,10 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           "wide": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming"},
                           # sparse codes: a 10% firing-rate target in the loss
                           "sparse": {"code_bits": 32, "k": 8, "score": "hamming", "fire_target": 0.1},
+                          # sparse wide codes: 128 bits from the 32-wide projection, a firing target of
+                          # 8% pulled 20x harder (so rates land at <= 10%): ~10 active bits, not ~3
+                          "sparse_wide": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming",
+                                          "fire_target": 0.08, "fire_weight": 20.0},
                           # finer scores at equal parameters: graded spikes, 4 levels (2 bit-planes)
                           "graded": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 4},
                           "graded8": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 8},
