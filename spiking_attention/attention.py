@@ -144,6 +144,17 @@ def _check_input(x: torch.Tensor, d_model: int, max_seq_len: int):
         raise ValueError("sequence length must be >= 1")
 
 
+def qkv_heads(att: nn.Module, x: torch.Tensor):
+    """Checked input through a fused ``att.c_attn`` (C -> 3C), split into per-head q, k, v.
+
+    Shapes: x (B, T, C) -> q, k, v (B, nh, T, hs) each."""
+    _check_input(x, att.d_model, att.max_seq_len)
+    B, T, C = x.shape
+    nh, hs = att.n_head, att.head_size
+    q, k, v = att.c_attn(x).split(C, dim=2)
+    return tuple(t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))   # (B, nh, T, hs) each
+
+
 def allowed_keys(att: nn.Module, t_q: int, t_k: int, device=None) -> torch.Tensor:
     """The (t_q, t_k) bool mask of keys the module may attend (causal AND its prior, if any)."""
     return brain_prior_mask(t_q, t_k, getattr(att, "prior_window", None),
@@ -527,14 +538,7 @@ class _RealValuedAttention(StatsMixin, nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def _qkv(self, x: torch.Tensor):
-        _check_input(x, self.d_model, self.max_seq_len)
-        B, T, C = x.shape
-        nh, hs = self.n_head, self.head_size
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        return q, k, v
+        return qkv_heads(self, x)
 
     def _finish(self, y: torch.Tensor, stats: dict, **tensors) -> torch.Tensor:
         B, nh, T, hs = y.shape

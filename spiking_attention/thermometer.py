@@ -52,7 +52,7 @@ from torch.nn import functional as F
 from hdc.functional import hamming_matrix, popcount
 from hdc.packing import pack_bits
 
-from .attention import brain_prior_mask
+from .attention import brain_prior_mask, qkv_heads
 from .stats import StatsMixin
 
 __all__ = ["MAX_BITS", "check_bits", "n_steps", "thermometer_step", "thermometer_encode_steps",
@@ -454,14 +454,9 @@ class ThermoCausalAttention(StatsMixin, nn.Module):
         self.c_proj = ThermoLinear(d_model, d_model, bits=bits, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.d_model or not 1 <= x.shape[1] <= self.max_seq_len:
-            raise ValueError(f"expected x of shape (B, T <= {self.max_seq_len}, {self.d_model}), got {tuple(x.shape)}")
+        q, k, v = qkv_heads(self, x)              # (B, nh, T, hs) each, input checked
         B, T, C = x.shape
-        nh, hs = self.n_head, self.head_size
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        hs = self.head_size
         qq, sq = quantize(q, self.bits)           # (B, nh, T, hs), (B, nh, T, 1)
         qk, sk = quantize(k, self.bits)
         qv, sv = quantize(v, self.bits)
