@@ -22,6 +22,7 @@ Two rules hold for every results file, whatever the script:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -203,6 +204,22 @@ def _fmt(v) -> str:
 
 
 LM_RUNS = "runs/lm_compare/main/{family}/{variant}/seed{seed}/ckpt.pt"   # bench/lm_compare.py's main preset
+
+
+def cached_json(path: Path | None, compute, settings=None):
+    """``compute()``'s value, cached in the JSON file ``path`` (None: no cache) with the
+    ``settings`` it was made under: a file made under other settings (or in another format) is
+    recomputed, never reused. Long benchmarks resume from these files."""
+    if path is None:
+        return compute()
+    path = Path(path)
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and "value" in stored and stored.get("settings") == settings:
+            return stored["value"]
+    value = compute()
+    _write_json_file(path, {"settings": settings, "value": value})
+    return value
 
 
 def trained_checkpoints(given: list[Path], family: str, variant: str, seeds=(0, 1, 2)) -> list[Path]:

@@ -30,7 +30,6 @@ cached under ``--runs`` (an interrupted run continues with the next arm).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
 import sys
@@ -43,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._common import (LM_RUNS, REPO, make_parser, parse_args, print_table,  # noqa: E402
-                           trained_checkpoints, write_json)
+                           cached_json, trained_checkpoints, write_json)
 from hdc.io import write_json as write_json_file  # noqa: E402
 from hdc.provenance import repo_relative  # noqa: E402
 from models import build_model, get_family  # noqa: E402
@@ -138,16 +137,7 @@ def adapt_source(model, seed: int, out: Path | None, a, preset, data) -> dict:
                     "finetune_lr": a.finetune_lr, "stream": a.stream, "eval_chars": preset["eval_chars"]}
 
     def cached(name, fn):
-        if out is None:
-            return fn()
-        p = out / f"{name}.json"
-        if p.exists():
-            r = json.loads(p.read_text())
-            if r.get("settings") == settings_all:
-                return r["value"]
-        v = fn()
-        write_json_file(p, {"settings": settings_all, "value": v})
-        return v
+        return cached_json(None if out is None else out / f"{name}.json", fn, settings_all)
 
     before = cached("before", lambda: losses(model))
     adapt_cfg = TrainConfig(max_iters=preset["adapt_iters"], batch_size=preset["batch_size"], seed=seed,

@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench._common import REPO, make_parser, parse_args, print_table, write_json  # noqa: E402
+from bench._common import REPO, cached_json, make_parser, parse_args, print_table, write_json  # noqa: E402
 from hdc.io import atomic_write, write_json as write_json_file  # noqa: E402
 
 NAME = "convert"
@@ -185,15 +185,14 @@ def run_bits(ckpt: Path, bits: int, out: Path, *, qat_steps: int, qat_lr: float,
 
 def dense_measures(ckpt: Path, out: Path, data) -> dict:
     from models.train import load_model
-    p = out / "dense.json"
-    if p.exists():
-        return json.loads(p.read_text())
-    _, _, val_ids, acc_input = data
-    dense, _, ck = load_model(ckpt)
-    m = measures(dense, val_ids, acc_input, dense.config.vocab_size)
-    m.update(steps=ck["step"], seed=ck["train_config"]["seed"], config=ck["config"])
-    write_json_file(p, m)
-    return m
+
+    def compute():
+        _, _, val_ids, acc_input = data
+        dense, _, ck = load_model(ckpt)
+        m = measures(dense, val_ids, acc_input, dense.config.vocab_size)
+        m.update(steps=ck["step"], seed=ck["train_config"]["seed"], config=ck["config"])
+        return m
+    return cached_json(out / "dense.json", compute, {"ckpt": str(Path(ckpt).resolve())})
 
 
 def summarise(per_source: list[dict], bits_list: list[int]) -> list[dict]:

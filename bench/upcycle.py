@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench._common import (LM_RUNS, REPO, make_parser, parse_args, print_table,  # noqa: E402
-                           trained_checkpoints, write_json)
+                           cached_json, trained_checkpoints, write_json)
 from hdc.io import save_figure, write_json as write_json_file  # noqa: E402
 from hdc.provenance import repo_relative  # noqa: E402
 
@@ -110,14 +110,12 @@ def run_arm(source: Path, arm: str, out: Path, args, data) -> dict:
 
 def source_loss(source: Path, out: Path, val_ids) -> dict:
     from models.train import evaluate, load_model
-    p = out / "source.json"
-    if p.exists():
-        return json.loads(p.read_text())
-    model, _, ck = load_model(source)
-    r = {"val_nats_per_char": evaluate(model, val_ids)["nats_per_char"], "steps": ck["step"],
-         "seed": ck["train_config"]["seed"], "n_params": sum(q.numel() for q in model.parameters())}
-    write_json_file(p, r)
-    return r
+
+    def compute():
+        model, _, ck = load_model(source)
+        return {"val_nats_per_char": evaluate(model, val_ids)["nats_per_char"], "steps": ck["step"],
+                "seed": ck["train_config"]["seed"], "n_params": sum(q.numel() for q in model.parameters())}
+    return cached_json(out / "source.json", compute, {"source": str(Path(source).resolve())})
 
 
 def plot(per_source: list[dict], path: Path, title: str) -> None:

@@ -115,3 +115,21 @@ def _abs_paths(obj, where=""):
 def test_committed_results_hold_no_absolute_paths(path):
     found = list(_abs_paths(json.loads(path.read_text())))
     assert not found, f"{path.name} stores absolute paths: {found}"
+
+
+def test_cached_json_reuses_only_what_was_made_under_the_same_settings(tmp_path):
+    from bench._common import cached_json
+    calls = []
+
+    def compute(v):
+        return lambda: calls.append(v) or {"x": v}
+
+    p = tmp_path / "c.json"
+    assert cached_json(p, compute(1), {"a": 1}) == {"x": 1}
+    assert cached_json(p, compute(2), {"a": 1}) == {"x": 1}         # cached: not recomputed
+    assert cached_json(p, compute(3), {"a": 2}) == {"x": 3}         # other settings: recomputed
+    p.write_text('{"x": 9}')                                        # an older format: recomputed
+    assert cached_json(p, compute(4), {"a": 2}) == {"x": 4}
+    assert cached_json(None, compute(5)) == {"x": 5}                # no cache
+    assert calls == [1, 3, 4, 5]
+    assert [f.name for f in tmp_path.iterdir()] == ["c.json"]        # atomic writes leave no temp
