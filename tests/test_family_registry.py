@@ -147,3 +147,29 @@ def test_carry_keeps_rows_this_sweep_did_not_make(tmp_path):
     path.write_text(json.dumps(prev))
     with pytest.raises(ValueError, match="preset 'main'"):
         lm_compare.carry_rows(path, {}, {}, {})
+
+
+def test_targets_resolve_selected_rows_and_read_layer_stats():
+    """Gap targets subtract means; a bare family means its selected variant; tie and firing
+    targets take each seed's worst layer; rows missing from their table are not checked."""
+    def row(loss, *layers):
+        return {"val_nats_per_char_mean": loss, "seeds": {"0": {"layer_stats": list(layers)}}}
+
+    summary = {"gpt/dense": row(1.9), "gpt/topk": row(1.95),
+               "spiking_kwta/graded": row(1.85, {"tie_at_cut_frac": 0.05}, {"tie_at_cut_frac": 0.2}),
+               "spiking_kwta/sparse": row(1.87, {"q_firing_rate": 0.08, "k_firing_rate": 0.12})}
+    long = {"gpt/window32": row(1.70), "spiking_kwta/brain_prior_graded": row(1.69)}
+    sel = {"spiking_kwta": {"chosen": "graded"}}
+    got = {(t["table"], t["row"], t["measure"], t["limit"]): t for t in lm_compare.check_targets(summary, sel, long)}
+    t = got[("main", "spiking_kwta/graded", "gap", 0.0)]
+    assert t["reference"] == "gpt/dense" and abs(t["value"] + 0.05) < 1e-12 and t["met"]
+    assert not got[("main", "gpt/topk", "gap", 0.02)]["met"]                    # +0.05 > 0.02
+    t = got[("main", "spiking_kwta/graded", "tie_at_cut", 0.10)]
+    assert t["value"] == 0.2 and not t["met"]                                  # the worst layer counts
+    t = got[("main", "spiking_kwta/sparse", "firing", 0.10)]
+    assert t["value"] == 0.12 and not t["met"]
+    assert got[("main", "spiking_kwta/sparse", "gap", 0.03)]["reference"] == "spiking_kwta/graded"
+    t = got[("long", "spiking_kwta/brain_prior_graded", "gap", -0.02)]
+    assert abs(t["value"] + 0.01) < 1e-12 and not t["met"]                     # better, but not by 0.02
+    assert not any(k[1] == "spiking_kwta/brain_prior" for k in got)            # not in the long table
+    assert not any(k[1] == "nord/lif" for k in got)
