@@ -441,6 +441,27 @@ def spike_reports(summary: dict) -> dict:
             for lab, _, model, _, ck, d in _first_seed_models(summary) if hasattr(model, "spike_report")}
 
 
+#: what the k-WTA layers' selection did, per layer (mean over seeds): the tie rule's share of
+#: the cuts, and for the brain prior the content-chosen far winners' share and reach
+SELECTION_STATS = ("tie_at_cut_frac", "far_winner_frac", "far_reach_mean", "far_reach_max")
+
+
+def selection_reports(table: dict) -> dict:
+    """``{row: {stat: [per-layer mean over seeds]}}`` of :data:`SELECTION_STATS`, for the rows
+    whose layers report them."""
+    out = {}
+    for lab, a in table.items():
+        seeds = [s.get("layer_stats") or [] for s in a["seeds"].values()]
+        rep = {}
+        for key in SELECTION_STATS:
+            per_layer = [[st[key] for st in layers if key in st] for layers in seeds]
+            if per_layer and all(per_layer) and len({len(x) for x in per_layer}) == 1:
+                rep[key] = [statistics.fmean(v) for v in zip(*per_layer)]
+        if rep:
+            out[lab] = rep
+    return out
+
+
 def explanations(summary: dict, out_dir: Path, name: str, n_new: int = 48) -> dict:
     """``model.explain(idx, decode, path)`` of the first seed of every row whose model offers one
     (SiFu: the edges that carried the most energy at each step), on a text the model generates
@@ -693,6 +714,11 @@ def report(args, runs: Path, families: list[str]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     payload["spike_plots"] = {**carried.get("spike_plots", {}), **spike_plots(summary, out_dir, name)}
     payload["spike_reports"] = spike_reports(summary)
+    payload["selection_reports"] = {"main": selection_reports(summary), "long": selection_reports(long_summary)}
+    for table, reps in payload["selection_reports"].items():
+        for lab, rep in reps.items():
+            print(f"[{table}] {lab} per layer: " + "; ".join(
+                f"{k} " + " ".join(f"{x:.3g}" for x in v) for k, v in rep.items()))
     payload["explanations"] = explanations(summary, out_dir, name)
     for lab, rep in payload["spike_reports"].items():
         t = rep["total"]
