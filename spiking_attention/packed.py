@@ -16,8 +16,13 @@ Score identities (integers, exact):
   bit-planes side by side, plane a holding bit a of every count. Their dot product is
   ``sum_ab 2^(a+b) popcount(q_a AND k_b)``, and the centred ``"hamming"`` score
   ``(2q-L+1).(2k-L+1) = 4 q.k - 2(L-1)(|q| + |k|) + (L-1)^2 code_bits`` with ``|q| = sum_a 2^a
-  popcount(q_a)``: the bit-plane trick of the HDC classifiers' integer counters. Graded
-  codes take the ``"matrix"`` way (the causal top-k kernel scores binary codes).
+  popcount(q_a)``: the bit-plane trick of the HDC classifiers' integer counters.
+  When L = 2^P the centred level is ``2q - L + 1 = sum_a 2^a (2 q_a - 1)``, a weighted sum of
+  the planes' bipolar codes, so the score is ``(L-1)^2 code_bits - 2 sum_ab 2^(a+b)
+  hamming(q_a, k_b)``: affine in one Hamming distance between *expanded* codes (plane a of
+  the query and plane b of the key side by side, 2^(a+b) copies of each pair;
+  :func:`expand_planes`). The causal top-k kernel then ranks graded codes exactly, ties
+  included, on (L-1)^2 times the words of a binary code.
 
 Two ways to choose the winners, both exact and tested against the torch path:
 
@@ -50,7 +55,7 @@ from hdc.packing import n_words_for
 
 from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys, n_planes, selection_masks
 
-__all__ = ["pack_codes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
+__all__ = ["pack_codes", "expand_planes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
            "PackedSpikingAttention", "KVCache", "METHODS"]
 
 METHODS = ("auto", "kernel", "matrix")
@@ -76,10 +81,34 @@ def pack_codes(bits, levels: int = 2) -> np.ndarray:
                           axis=-1)
 
 
-def _to_score(raw: np.ndarray, code_bits: int, score: str) -> np.ndarray:
-    """Kernel output (Hamming distance or AND count) -> the model's integer score."""
+def expand_planes(words: np.ndarray, levels: int, side: str) -> np.ndarray:
+    """Plane-packed graded codes -> the expanded binary codes whose Hamming distance is
+    ``sum_ab 2^(a+b) hamming(q_a, k_b)`` (module docstring): for every plane pair (a, b),
+    2^(a+b) copies of plane a (``side="query"``) or plane b (``side="key"``). Copies of whole
+    words keep the pad bits zero.
+
+    Shapes: (..., P*W) -> (..., (2^P - 1)^2 * W) uint64, P = n_planes(levels).
+    """
+    if side not in ("query", "key"):
+        raise ValueError(f"side must be 'query' or 'key', got {side!r}")
+    P = n_planes(levels)
+    W = words.shape[-1] // P
+    planes = [words[..., a * W:(a + 1) * W] for a in range(P)]
+    parts = [planes[a if side == "query" else b] for a in range(P) for b in range(P) for _ in range(1 << (a + b))]
+    return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+
+
+def kernel_ranks_graded(levels: int, score: str) -> bool:
+    """Whether the causal top-k kernel can rank these codes: binary ones, or graded ones with
+    L = 2^P levels under the centred ("hamming") score (the expansion identity needs both)."""
+    return levels == 2 or (score == "hamming" and levels & (levels - 1) == 0)
+
+
+def _to_score(raw: np.ndarray, code_bits: int, score: str, levels: int = 2) -> np.ndarray:
+    """Kernel output (Hamming distance, of expanded codes when graded, or AND count) -> the
+    model's integer score."""
     raw = raw.astype(np.int64)
-    return code_bits - 2 * raw if score == "hamming" else raw
+    return (levels - 1) ** 2 * code_bits - 2 * raw if score == "hamming" else raw
 
 
 def packed_scores(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score: str, *,
@@ -153,7 +182,8 @@ def select_winners(scores: np.ndarray, k, allowed: np.ndarray | None = None) -> 
 
 
 def kernel_winners(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, score: str, k: int, *,
-                   window: int | None = None, skip_recent: int = 0, threads: int | None = None):
+                   window: int | None = None, skip_recent: int = 0, threads: int | None = None,
+                   levels: int = 2):
     """Causal k-WTA on packed codes through :func:`hdc.causal_topk` (queries = the last positions).
 
     Shapes: q_words (m, W), k_words (n, W) uint64 -> scores (m, k) int64 (the model's score),
@@ -163,7 +193,7 @@ def kernel_winners(q_words: np.ndarray, k_words: np.ndarray, code_bits: int, sco
     raw, idx = hdc.causal_topk(q_words, k_words, k, window=window, skip_recent=skip_recent, metric=metric,
                                threads=threads)
     valid = idx >= 0
-    return np.where(valid, _to_score(raw, code_bits, score), 0), np.where(valid, idx, 0), valid
+    return np.where(valid, _to_score(raw, code_bits, score, levels), 0), np.where(valid, idx, 0), valid
 
 
 def aggregate_winners(scores: np.ndarray, idx: np.ndarray, valid: np.ndarray, v: np.ndarray,
@@ -212,14 +242,19 @@ class PackedSpikingAttention:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
             raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
-        kernel_ok = isinstance(att.k, int) and att.prior_random_frac == 0 and att.levels == 2
+        kernel_ok = (isinstance(att.k, int) and att.prior_random_frac == 0
+                     and kernel_ranks_graded(att.levels, att.score))
         if method == "kernel" and not kernel_ok:
-            raise ValueError("method='kernel' needs an integer k, binary codes and no random long-range links "
-                             f"(k={att.k!r}, levels={att.levels}, prior_random_frac={att.prior_random_frac}); "
-                             "use 'matrix' or 'auto'")
+            raise ValueError("method='kernel' needs an integer k, no random long-range links, and binary codes "
+                             "or graded ones with a power-of-2 number of levels under score='hamming' "
+                             f"(k={att.k!r}, prior_random_frac={att.prior_random_frac}, levels={att.levels}, "
+                             f"score={att.score!r}); use 'matrix' or 'auto'")
         self.att, self.block_rows, self.threads = att, block_rows, threads
         self.method = ("kernel" if kernel_ok else "matrix") if method == "auto" else method
-        self.n_words = n_words_for(att.code_bits) * n_planes(att.levels)   # words of one (graded) code
+        # words of one code as this path stores it: plane-packed (matrix), expanded (graded kernel)
+        P = n_planes(att.levels)
+        self.expanded = self.method == "kernel" and att.levels > 2
+        self.n_words = n_words_for(att.code_bits) * ((2 ** P - 1) ** 2 if self.expanded else P)
 
     def _scales(self) -> np.ndarray:
         return self.att.score_scale().detach().reshape(-1).cpu().numpy().astype(np.float32)  # (nh,)
@@ -241,7 +276,8 @@ class PackedSpikingAttention:
         att = self.att
         if self.method == "kernel":
             parts = [kernel_winners(qw, kw, att.code_bits, att.score, k, window=window, skip_recent=skip,
-                                    threads=self.threads) for k, window, skip in self._kernel_passes()]
+                                    threads=self.threads, levels=att.levels)
+                     for k, window, skip in self._kernel_passes()]
             return tuple(np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
         m, n = qw.shape[0], kw.shape[0]
         out = []
@@ -264,8 +300,13 @@ class PackedSpikingAttention:
     def core(self, x: torch.Tensor):
         """The attention core on packed codes; returns (y before c_proj (B, nh, T, hs) numpy, winners)."""
         q, k, v, _ = self.att.codes(x)                      # (B, nh, T, cb) {0,1}; v (B, nh, T, hs)
-        L = self.att.levels
-        return self.core_from_codes(pack_codes(q, L), pack_codes(k, L), v.float().cpu().numpy())
+        return self.core_from_codes(self.encode(q, "query"), self.encode(k, "key"), v.float().cpu().numpy())
+
+    def encode(self, codes, side: str) -> np.ndarray:
+        """Codes (..., code_bits) -> the words this path scores: packed (binary), bit-planes
+        (graded, matrix) or expanded bit-planes (graded, kernel). Shapes: -> (..., n_words)."""
+        words = pack_codes(codes, self.att.levels)
+        return expand_planes(words, self.att.levels, side) if self.expanded else words
 
     def core_from_codes(self, qw: np.ndarray, kw: np.ndarray, v: np.ndarray):
         """Causal k-WTA attention core from packed codes (a full sequence, queries = keys = 0..T-1).
@@ -320,7 +361,7 @@ class PackedSpikingAttention:
         if x.shape[1] > cache.cap:
             raise ValueError(f"prompt of {x.shape[1]} tokens exceeds the cache capacity {cache.cap}")
         q, k, v, state = self.att.codes(x)
-        qw, kw, vn = pack_codes(q, self.att.levels), pack_codes(k, self.att.levels), v.float().cpu().numpy()
+        qw, kw, vn = self.encode(q, "query"), self.encode(k, "key"), v.float().cpu().numpy()
         self.append(cache, kw[0], vn[0], state)
         y, _ = self.core_from_codes(qw, kw, vn)
         B, nh, T, hs = y.shape
@@ -347,8 +388,8 @@ class PackedSpikingAttention:
             raise ValueError(f"step takes one token (1, 1, C), got shape {tuple(x_t.shape)}")
         att = self.att
         q, k, v, state = att.codes(x_t, cache.state)        # (1, nh, 1, cb)
-        self.append(cache, pack_codes(k[0], att.levels), v[0].float().cpu().numpy(), state)
-        y = self.step_core(pack_codes(q[0, :, 0], att.levels), cache)   # (nh, hs)
+        self.append(cache, self.encode(k[0], "key"), v[0].float().cpu().numpy(), state)
+        y = self.step_core(self.encode(q[0, :, 0], "query"), cache)   # (nh, hs)
         return att.c_proj(torch.from_numpy(y).to(x_t.dtype).reshape(1, 1, att.d_model))
 
     def step_core(self, q_words: np.ndarray, cache: KVCache) -> np.ndarray:
@@ -379,7 +420,7 @@ class PackedSpikingAttention:
             raw = np.concatenate([p[0] for p in parts], axis=1)
             idx = np.concatenate([p[1] for p in parts], axis=1)
             valid = idx >= 0
-            S, I = np.where(valid, _to_score(raw, att.code_bits, att.score), 0), np.where(valid, idx, 0)
+            S, I = np.where(valid, _to_score(raw, att.code_bits, att.score, att.levels), 0), np.where(valid, idx, 0)
         else:
             rows = [self._winners(q_words[h:h + 1], cache.k[h, :n]) for h in range(nh)]
             kmax = max(r[1].shape[1] for r in rows)

@@ -6,7 +6,8 @@ import torch
 import hdc
 from spiking_attention.attention import SpikingKWTAAttention, _select, allowed_keys, selection_masks
 from spiking_attention.kwta import kwta_mask
-from spiking_attention.packed import PackedSpikingAttention, pack_codes, packed_scores, select_winners
+from spiking_attention.packed import (PackedSpikingAttention, _to_score, expand_planes, pack_codes, packed_scores,
+                                      select_winners)
 
 torch.set_num_threads(1)
 hdc.set_num_threads(1)
@@ -56,7 +57,8 @@ METHODS = ["kernel", "matrix"]
 
 
 def _kernel_applies(att) -> bool:
-    return isinstance(att.k, int) and att.prior_random_frac == 0 and att.levels == 2
+    return (isinstance(att.k, int) and att.prior_random_frac == 0
+            and (att.levels == 2 or (att.score == "hamming" and att.levels in (4, 8, 16))))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -150,7 +152,7 @@ def test_decode_steps_equal_full_forward(cfg, method):
     att = _make(**cfg)
     x = torch.randn(1, 25, 32, generator=torch.Generator().manual_seed(6))
     if method == "kernel" and not _kernel_applies(att):
-        pytest.skip("the kernel method takes neither random long-range links nor graded codes (tested above)")
+        pytest.skip("the kernel method takes no random long-range links (tested above)")
     patt = PackedSpikingAttention(att, method=method)
     with torch.no_grad():
         y_ref = att(x)
@@ -377,9 +379,28 @@ def test_graded_errors():
         _make(levels=4, neuron="lif")
     with pytest.raises(ValueError, match="grade_step"):
         _make(levels=4, grade_step=0)
-    with pytest.raises(ValueError, match="kernel"):
-        PackedSpikingAttention(_make(levels=4), method="kernel")
+    for levels, score in ((3, "hamming"), (4, "overlap")):   # no expansion identity for these
+        with pytest.raises(ValueError, match="kernel"):
+            PackedSpikingAttention(_make(levels=levels, score=score), method="kernel")
+    with pytest.raises(ValueError, match="side"):
+        expand_planes(np.zeros((2, 2), np.uint64), 4, "value")
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
         pack_codes(np.array([[0, 4]]), 4)
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
         pack_codes(np.array([[0.5, 1]]), 4)
+
+
+@pytest.mark.parametrize("levels", [2, 4, 8, 16])
+@pytest.mark.parametrize("code_bits", [1, 63, 64, 65, 129])
+def test_expanded_codes_rank_graded_scores(levels, code_bits):
+    """For L = 2^P levels the centred score is (L-1)^2 code_bits - 2 hamming(expanded q, expanded k):
+    the causal top-k kernel on expanded codes ranks exactly as the graded score does."""
+    rng = np.random.default_rng(code_bits * 31 + levels)
+    q = rng.integers(0, levels, (7, code_bits))
+    k = rng.integers(0, levels, (11, code_bits))
+    qe = expand_planes(pack_codes(q, levels), levels, "query")
+    ke = expand_planes(pack_codes(k, levels), levels, "key")
+    assert qe.shape[-1] == (levels - 1) ** 2 * hdc.n_words_for(code_bits)
+    ham = hdc.hamming_matrix(qe, ke)
+    c = levels - 1
+    assert np.array_equal(_to_score(ham, code_bits, "hamming", levels), (2 * q - c) @ (2 * k - c).T)
