@@ -71,7 +71,7 @@ from hdc.packing import n_words_for
 from .kwta import causal_mask, kwta_mask, resolve_k
 from .neurons import lif_step
 from .stats import StatsMixin
-from .surrogate import SURROGATES, get_surrogate
+from .surrogate import SURROGATES, get_surrogate, heaviside
 
 __all__ = ["SpikingKWTAAttention", "TopKSoftmaxAttention", "DenseCausalAttention", "TensorKVCache", "brain_prior_mask",
            "allowed_keys", "SCORES", "NEURONS", "OUTPUTS"]
@@ -374,10 +374,16 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         the spike count of L - 1 time steps of a multi-threshold neuron, in {0, ..., L-1}. Each
         crossing is a Heaviside with the surrogate gradient; L = 2 is the binary neuron exactly."""
         if self.neuron == "heaviside":
-            if self.levels == 2:
-                return self.spike_fn(pre - threshold), None
             L = self.levels
-            return sum(self.spike_fn(pre - threshold - (l - L / 2) * self.grade_step) for l in range(1, L)), None
+            offsets = [(l - L / 2) * self.grade_step for l in range(1, L)]
+            if not torch.is_grad_enabled():
+                # inference (decoding): no surrogate to carry, so skip the autograd Function and
+                # compare against every threshold at once; the same float32 differences as below
+                d = (pre - threshold)[..., None] - torch.tensor(offsets, dtype=pre.dtype)
+                return heaviside(d).sum(-1), None
+            if L == 2:
+                return self.spike_fn(pre - threshold), None
+            return sum(self.spike_fn(pre - threshold - off) for off in offsets), None
         # LIF along the token axis, threshold per code bit; causal by construction
         v = torch.zeros_like(pre[:, 0]) if v0 is None else v0
         out = []

@@ -21,8 +21,8 @@ Score identities (integers, exact):
   the planes' bipolar codes, so the score is ``(L-1)^2 code_bits - 2 sum_ab 2^(a+b)
   hamming(q_a, k_b)``: affine in one Hamming distance between *expanded* codes (plane a of
   the query and plane b of the key side by side, 2^(a+b) copies of each pair;
-  :func:`expand_planes`). The causal top-k kernel then ranks graded codes exactly, ties
-  included, on (L-1)^2 times the words of a binary code.
+  :func:`expand_codes`). The causal top-k kernel then ranks graded codes exactly, ties
+  included, on (L-1)^2 times the bits of a binary code.
 
 Two ways to choose the winners, both exact and tested against the torch path:
 
@@ -55,7 +55,7 @@ from hdc.packing import n_words_for
 
 from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys, n_planes, selection_masks
 
-__all__ = ["pack_codes", "expand_planes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
+__all__ = ["pack_codes", "expand_codes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
            "PackedSpikingAttention", "KVCache", "METHODS"]
 
 METHODS = ("auto", "kernel", "matrix")
@@ -81,21 +81,23 @@ def pack_codes(bits, levels: int = 2) -> np.ndarray:
                           axis=-1)
 
 
-def expand_planes(words: np.ndarray, levels: int, side: str) -> np.ndarray:
-    """Plane-packed graded codes -> the expanded binary codes whose Hamming distance is
+def expand_codes(counts, levels: int, side: str) -> np.ndarray:
+    """Graded codes (counts 0..levels-1) -> the expanded binary codes whose Hamming distance is
     ``sum_ab 2^(a+b) hamming(q_a, k_b)`` (module docstring): for every plane pair (a, b),
-    2^(a+b) copies of plane a (``side="query"``) or plane b (``side="key"``). Copies of whole
-    words keep the pad bits zero.
+    2^(a+b) copies of plane a's bits (``side="query"``) or plane b's (``side="key"``), side by
+    side at the bit level, so they pack into ceil((L-1)^2 code_bits / 64) words.
 
-    Shapes: (..., P*W) -> (..., (2^P - 1)^2 * W) uint64, P = n_planes(levels).
+    Shapes: (..., code_bits) -> (..., (L-1)^2 * code_bits) bool, for L = levels = 2^P.
     """
     if side not in ("query", "key"):
         raise ValueError(f"side must be 'query' or 'key', got {side!r}")
+    if isinstance(counts, torch.Tensor):
+        counts = counts.detach().cpu().numpy()
+    counts = np.asarray(counts).astype(np.int64)
     P = n_planes(levels)
-    W = words.shape[-1] // P
-    planes = [words[..., a * W:(a + 1) * W] for a in range(P)]
+    planes = [((counts >> a) & 1).astype(bool) for a in range(P)]
     parts = [planes[a if side == "query" else b] for a in range(P) for b in range(P) for _ in range(1 << (a + b))]
-    return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+    return np.concatenate(parts, axis=-1)
 
 
 def kernel_ranks_graded(levels: int, score: str) -> bool:
@@ -254,7 +256,8 @@ class PackedSpikingAttention:
         # words of one code as this path stores it: plane-packed (matrix), expanded (graded kernel)
         P = n_planes(att.levels)
         self.expanded = self.method == "kernel" and att.levels > 2
-        self.n_words = n_words_for(att.code_bits) * ((2 ** P - 1) ** 2 if self.expanded else P)
+        self.n_words = n_words_for(att.code_bits * (2 ** P - 1) ** 2) if self.expanded else \
+            n_words_for(att.code_bits) * P
 
     def _scales(self) -> np.ndarray:
         return self.att.score_scale().detach().reshape(-1).cpu().numpy().astype(np.float32)  # (nh,)
@@ -305,8 +308,9 @@ class PackedSpikingAttention:
     def encode(self, codes, side: str) -> np.ndarray:
         """Codes (..., code_bits) -> the words this path scores: packed (binary), bit-planes
         (graded, matrix) or expanded bit-planes (graded, kernel). Shapes: -> (..., n_words)."""
-        words = pack_codes(codes, self.att.levels)
-        return expand_planes(words, self.att.levels, side) if self.expanded else words
+        if self.expanded:
+            return pack_codes(expand_codes(codes, self.att.levels, side))
+        return pack_codes(codes, self.att.levels)
 
     def core_from_codes(self, qw: np.ndarray, kw: np.ndarray, v: np.ndarray):
         """Causal k-WTA attention core from packed codes (a full sequence, queries = keys = 0..T-1).

@@ -6,7 +6,7 @@ import torch
 import hdc
 from spiking_attention.attention import SpikingKWTAAttention, _select, allowed_keys, selection_masks
 from spiking_attention.kwta import kwta_mask
-from spiking_attention.packed import (PackedSpikingAttention, _to_score, expand_planes, pack_codes, packed_scores,
+from spiking_attention.packed import (PackedSpikingAttention, _to_score, expand_codes, pack_codes, packed_scores,
                                       select_winners)
 
 torch.set_num_threads(1)
@@ -383,7 +383,7 @@ def test_graded_errors():
         with pytest.raises(ValueError, match="kernel"):
             PackedSpikingAttention(_make(levels=levels, score=score), method="kernel")
     with pytest.raises(ValueError, match="side"):
-        expand_planes(np.zeros((2, 2), np.uint64), 4, "value")
+        expand_codes(np.zeros((2, 2), np.int64), 4, "value")
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
         pack_codes(np.array([[0, 4]]), 4)
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
@@ -398,9 +398,23 @@ def test_expanded_codes_rank_graded_scores(levels, code_bits):
     rng = np.random.default_rng(code_bits * 31 + levels)
     q = rng.integers(0, levels, (7, code_bits))
     k = rng.integers(0, levels, (11, code_bits))
-    qe = expand_planes(pack_codes(q, levels), levels, "query")
-    ke = expand_planes(pack_codes(k, levels), levels, "key")
-    assert qe.shape[-1] == (levels - 1) ** 2 * hdc.n_words_for(code_bits)
+    qe = pack_codes(expand_codes(q, levels, "query"))
+    ke = pack_codes(expand_codes(k, levels, "key"))
+    assert qe.shape[-1] == hdc.n_words_for((levels - 1) ** 2 * code_bits)
     ham = hdc.hamming_matrix(qe, ke)
     c = levels - 1
     assert np.array_equal(_to_score(ham, code_bits, "hamming", levels), (2 * q - c) @ (2 * k - c).T)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 8])
+def test_inference_codes_equal_training_codes(levels):
+    """Under no_grad the neuron compares against all thresholds at once (no autograd Function):
+    the codes must equal the training path's, pre-activations exactly on a threshold included."""
+    att = _make(levels=levels, grade_step=0.5)
+    x = torch.randn(2, 30, 32, generator=torch.Generator().manual_seed(levels))
+    pre = att.q_proj(x)
+    pre[0, 0, :6] = att.q_threshold.detach()[:6] + torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0])   # on thresholds
+    train, _ = att._fire(pre, att.q_threshold)
+    with torch.no_grad():
+        infer, _ = att._fire(pre, att.q_threshold)
+    assert train.requires_grad and torch.equal(train.detach(), infer)
