@@ -413,7 +413,8 @@ def test_inference_codes_equal_training_codes(levels):
     att = _make(levels=levels, grade_step=0.5)
     x = torch.randn(2, 30, 32, generator=torch.Generator().manual_seed(levels))
     pre = att.q_proj(x)
-    pre[0, 0, :6] = att.q_threshold.detach()[:6] + torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0])   # on thresholds
+    offsets = torch.tensor([(l - levels / 2) * 0.5 for l in range(1, levels)])
+    pre[0, 0, :levels - 1] = att.q_threshold.detach()[:levels - 1] + offsets       # exactly on each threshold
     train, _ = att._fire(pre, att.q_threshold)
     with torch.no_grad():
         infer, _ = att._fire(pre, att.q_threshold)
