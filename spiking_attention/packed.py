@@ -44,6 +44,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,15 +90,22 @@ def expand_codes(counts, levels: int, side: str) -> np.ndarray:
 
     Shapes: (..., code_bits) -> (..., (L-1)^2 * code_bits) bool, for L = levels = 2^P.
     """
-    if side not in ("query", "key"):
-        raise ValueError(f"side must be 'query' or 'key', got {side!r}")
     if isinstance(counts, torch.Tensor):
         counts = counts.detach().cpu().numpy()
     counts = np.asarray(counts).astype(np.int64)
-    P = n_planes(levels)
-    planes = [((counts >> a) & 1).astype(bool) for a in range(P)]
-    parts = [planes[a if side == "query" else b] for a in range(P) for b in range(P) for _ in range(1 << (a + b))]
-    return np.concatenate(parts, axis=-1)
+    P, cb = n_planes(levels), counts.shape[-1]
+    planes = (counts[..., None, :] >> np.arange(P)[:, None]) & 1          # (..., P, cb)
+    return planes.reshape(*counts.shape[:-1], P * cb)[..., _expansion_index(P, cb, side)].astype(bool)
+
+
+@functools.lru_cache(maxsize=64)
+def _expansion_index(P: int, code_bits: int, side: str) -> np.ndarray:
+    """Positions in the planes (P * code_bits, plane-major) of every bit of an expanded code."""
+    if side not in ("query", "key"):
+        raise ValueError(f"side must be 'query' or 'key', got {side!r}")
+    bits = np.arange(code_bits)
+    return np.concatenate([(a if side == "query" else b) * code_bits + bits
+                           for a in range(P) for b in range(P) for _ in range(1 << (a + b))])
 
 
 def kernel_ranks_graded(levels: int, score: str) -> bool:
