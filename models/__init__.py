@@ -48,6 +48,10 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           # 8% pulled 20x harder (so rates land at <= 10%): ~10 active bits, not ~3
                           "sparse_wide": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming",
                                           "fire_target": 0.08, "fire_weight": 20.0},
+                          # sparse graded codes: 64 bits x 4 levels, most counts 0, scored by the
+                          # graded overlap q.k (only co-active bits count)
+                          "sparse_graded": {"code_bits": 64, "proj_dim": 32, "k": 8, "score": "overlap",
+                                            "levels": 4, "fire_target": 0.08, "fire_weight": 5.0},
                           # finer scores at equal parameters: graded spikes, 4 levels (2 bit-planes)
                           "graded": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 4},
                           "graded8": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 8},
