@@ -680,6 +680,7 @@ int hdc_bundle_majority(const uint64_t *x, int64_t n_rows, int64_t n_words, int6
  * costs go to a buffer and are sorted instead. */
 #define HDC_CAUSAL_LIST_MAX 128
 #define HDC_CAUSAL_QUERY_BLOCK 8 /* queries per unit of work; units go round robin to threads */
+#define HDC_CAUSAL_FEW_QUERIES 2 /* up to this many queries, multi-word keys are scored in place */
 
 typedef struct {
     const hdc_kernels *k;
@@ -707,6 +708,27 @@ static void causal_range(const causal_ctx *c, int64_t i, int64_t *lo, int64_t *c
     *cnt = h > l ? h - l : 0;
 }
 
+/* The ks best of the costs buf[0..cnt) of keys lo .. lo + cnt - 1 into os/oi (the tie rule of
+ * hdc_ctopk_list: equal costs go to the more recent key). */
+static void causal_select(const int32_t *buf, int64_t lo, int64_t cnt, int64_t ks, int32_t *os, int64_t *oi,
+                          causal_pair *pairs) {
+    if (ks <= HDC_CAUSAL_LIST_MAX) {
+        hdc_ctopk_list L = {os, oi, 0, ks, INT64_MAX};
+        for (int64_t r = 0; r < cnt; r++)
+            if (buf[r] <= L.thr) hdc_ctopk_push(&L, buf[r], lo + r);
+        return;
+    }
+    for (int64_t r = 0; r < cnt; r++) {
+        pairs[r].cost = buf[r];
+        pairs[r].j = lo + r;
+    }
+    qsort(pairs, (size_t)cnt, sizeof(causal_pair), causal_pair_cmp);
+    for (int64_t t = 0; t < ks; t++) {
+        os[t] = (int32_t)pairs[t].cost;
+        oi[t] = pairs[t].j;
+    }
+}
+
 static void causal_query(causal_ctx *c, int64_t i, int32_t *buf, causal_pair *pairs) {
     int64_t lo, cnt;
     causal_range(c, i, &lo, &cnt);
@@ -720,15 +742,7 @@ static void causal_query(causal_ctx *c, int64_t i, int32_t *buf, causal_pair *pa
         c->k->causal_scan(qrow, kt, c->stride, c->W, lo, cnt, c->overlap, &L, NULL);
     } else if (ks > 0) {
         c->k->causal_scan(qrow, kt, c->stride, c->W, lo, cnt, c->overlap, NULL, buf);
-        for (int64_t r = 0; r < cnt; r++) {
-            pairs[r].cost = buf[r];
-            pairs[r].j = lo + r;
-        }
-        qsort(pairs, (size_t)cnt, sizeof(causal_pair), causal_pair_cmp);
-        for (int64_t t = 0; t < ks; t++) {
-            os[t] = (int32_t)pairs[t].cost;
-            oi[t] = pairs[t].j;
-        }
+        causal_select(buf, lo, cnt, ks, os, oi, pairs);
     }
     if (c->overlap)
         for (int64_t t = 0; t < ks; t++) os[t] = (int32_t)(64 * c->W - os[t]);
@@ -765,6 +779,41 @@ static void causal_worker(void *p, int64_t s, int64_t e, int tid) {
     free(pairs);
 }
 
+/* Few queries over multi-word keys (decoding: one query per step against the whole cache).
+ * causal_scan reads keys word-major, and transposing every cached key to that layout on
+ * every step costs more than the scan (8,192 keys of 9 words: ~190 us against ~15 us of
+ * popcounts). So score the key rows where they lie with the level's Hamming-matrix kernel,
+ * one query at a time on one thread, and select from the costs with the same tie rule.
+ * Hamming only: an overlap cost needs the keys' popcounts as well. */
+static int causal_rows(causal_ctx *c, const uint64_t *keys, int64_t span) {
+    int64_t scratch_words = c->k->hmat_scratch_words(c->W);
+    int32_t *buf = (int32_t *)malloc((size_t)span * sizeof(int32_t) + 4);
+    causal_pair *pairs = c->kk > HDC_CAUSAL_LIST_MAX ? (causal_pair *)malloc((size_t)span * sizeof(causal_pair) + 16)
+                                                     : NULL;
+    uint64_t *scratch = scratch_words > 0 ? (uint64_t *)aligned_calloc64((size_t)scratch_words * 8) : NULL;
+    int err = !buf || (c->kk > HDC_CAUSAL_LIST_MAX && !pairs) || (scratch_words > 0 && !scratch) ? HDC_ENOMEM
+                                                                                                  : HDC_OK;
+    for (int64_t i = 0; i < c->m && err == HDC_OK; i++) {
+        int64_t lo, cnt;
+        causal_range(c, i, &lo, &cnt);
+        int64_t ks = cnt < c->kk ? cnt : c->kk;
+        int32_t *os = c->os + i * c->kk;
+        int64_t *oi = c->oi + i * c->kk;
+        if (ks > 0) {
+            c->k->hmat_range(c->q + i * c->W, 1, keys + lo * c->W, 0, cnt, c->W, buf, cnt, scratch);
+            causal_select(buf, lo, cnt, ks, os, oi, pairs);
+        }
+        for (int64_t t = ks; t < c->kk; t++) {
+            os[t] = -1;
+            oi[t] = -1;
+        }
+    }
+    free(buf);
+    free(pairs);
+    free(scratch);
+    return err;
+}
+
 int hdc_causal_topk(const uint64_t *q, int64_t m, const uint64_t *keys, int64_t n, int64_t n_words, int64_t k,
                     int64_t q_start, int64_t window, int64_t skip_recent, int overlap, int32_t *out_score,
                     int64_t *out_idx, int threads) {
@@ -788,6 +837,8 @@ int hdc_causal_topk(const uint64_t *q, int64_t m, const uint64_t *keys, int64_t 
     j1 += cnt_last;
     int64_t span = j1 > c.j0 ? j1 - c.j0 : 0;
     c.stride = span;
+    if (!overlap && n_words > 1 && m <= HDC_CAUSAL_FEW_QUERIES && span > 0)
+        return causal_rows(&c, keys, span);
     uint64_t *kt = NULL;
     if (n_words == 1) {
         c.kt = keys + c.j0; /* one word per key: the rows already are the word-major layout */

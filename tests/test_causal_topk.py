@@ -176,6 +176,21 @@ def test_one_position_and_decode(kernel):
             np.testing.assert_array_equal(part[1], full[1][10:17])
 
 
+def test_few_queries_over_multiword_keys(kernel):
+    """Decoding: up to 2 queries over keys of several words are scored in place (C: the
+    level's matrix kernel, no transposition of the keys); 3 queries take the scan. Both equal
+    the reference, with many ties (repeated keys), windows, and k on both selection paths."""
+    rng = np.random.default_rng(4)
+    for dim in (65, 576, 1000):
+        base = codes(dim, 40, dim)
+        K = base[rng.integers(0, 40, 700)]            # 700 keys, each repeated: ties everywhere
+        Q = K[rng.integers(0, 700, 3)] ^ codes(dim + 7, 3, dim) & codes(dim + 8, 3, dim)
+        for m in (1, 2, 3):
+            for k in (1, 8, 200):
+                for window, skip in [(None, 0), (32, 0), (None, 32), (300, 5)]:
+                    check(kernel, Q[:m], K, k, window=window, skip_recent=skip)
+
+
 def test_large_k_sorted_path(kernel):
     """k past 128 takes the sort path in C and Numba instead of the running list."""
     for dim, T, k in [(3, 300, 200), (130, 260, 129), (700, 140, 500)]:
