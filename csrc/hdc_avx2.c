@@ -75,23 +75,57 @@ static inline __attribute__((always_inline)) __m256i hs_distance4(const uint64_t
         HS_CSA(sixteens, eights, eights, eightsA, eightsB);
         acc16 = _mm256_add_epi64(acc16, _mm256_sad_epu8(popcnt_bytes(sixteens, lut, low4), zero));
     }
-    /* the < 16 remaining words by the lookup alone: at most 15 * 8 = 120 per byte */
-    __m256i tail = zero;
+    /* 8 of the < 16 remaining words through half the tree; its eights count with weight 8 below */
+    __m256i eights8 = zero, tail = zero;
+    if (w + 8 <= W) {
+        __m256i twosA, twosB, foursA, foursB;
+        HS_CSA(twosA, ones, ones, HS_IN(0), HS_IN(1));
+        HS_CSA(twosB, ones, ones, HS_IN(2), HS_IN(3));
+        HS_CSA(foursA, twos, twos, twosA, twosB);
+        HS_CSA(twosA, ones, ones, HS_IN(4), HS_IN(5));
+        HS_CSA(twosB, ones, ones, HS_IN(6), HS_IN(7));
+        HS_CSA(foursB, twos, twos, twosA, twosB);
+        HS_CSA(eights8, fours, fours, foursA, foursB);
+        w += 8;
+    }
+    /* the < 8 words left by the lookup alone */
     for (; w < W; w++) tail = _mm256_add_epi8(tail, popcnt_bytes(HS_IN(0), lut, low4));
 #undef HS_IN
-    /* value = 16 * acc16 + 8 * |eights| + 4 * |fours| + 2 * |twos| + |ones| + tail */
-    __m256i total = _mm256_slli_epi64(acc16, 4);
-    total = _mm256_add_epi64(total, _mm256_slli_epi64(_mm256_sad_epu8(popcnt_bytes(eights, lut, low4), zero), 3));
-    total = _mm256_add_epi64(total, _mm256_slli_epi64(_mm256_sad_epu8(popcnt_bytes(fours, lut, low4), zero), 2));
-    total = _mm256_add_epi64(total, _mm256_slli_epi64(_mm256_sad_epu8(popcnt_bytes(twos, lut, low4), zero), 1));
-    total = _mm256_add_epi64(total, _mm256_sad_epu8(popcnt_bytes(ones, lut, low4), zero));
-    return _mm256_add_epi64(total, _mm256_sad_epu8(tail, zero));
+    /* value = 16 * acc16 + the byte sums of 8 (|eights| + |eights8|) + 4 |fours| + 2 |twos| + |ones|
+     * + tail, at most 8 * 16 + 4 * 8 + 2 * 8 + 8 + 7 * 8 = 240 per byte: one vpsadbw for all */
+    __m256i b = _mm256_add_epi8(popcnt_bytes(eights, lut, low4), popcnt_bytes(eights8, lut, low4));
+    b = _mm256_add_epi8(_mm256_add_epi8(b, b), popcnt_bytes(fours, lut, low4));
+    b = _mm256_add_epi8(_mm256_add_epi8(b, b), popcnt_bytes(twos, lut, low4));
+    b = _mm256_add_epi8(_mm256_add_epi8(b, b), popcnt_bytes(ones, lut, low4));
+    b = _mm256_add_epi8(b, tail);
+    return _mm256_add_epi64(_mm256_slli_epi64(acc16, 4), _mm256_sad_epu8(b, zero));
 }
 
 #define HS_CONSTS                                                                              \
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,       \
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);      \
     const __m256i low4 = _mm256_set1_epi8(0x0f)
+
+/* The next block's rows (contiguous in x), prefetched a few lines per query while this block is
+ * scored: read at once by its transpose they cost about 3% of the time at 200 queries (the
+ * transpose waits on L2/L3, which no hardware prefetcher foresees for a short burst). */
+typedef struct {
+    const char *next;
+    int64_t lines, per_query;
+} hs_prefetch;
+
+static inline hs_prefetch hs_prefetch_plan(const uint64_t *x, int64_t r, int64_t r1, int64_t W, int64_t m) {
+    int64_t rows = r1 - (r + R256);
+    rows = rows < 0 ? 0 : rows > R256 ? R256 : rows;
+    hs_prefetch pf = {(const char *)(x + (r + R256) * W), (rows * W * 8 + 63) / 64, 0};
+    pf.per_query = (pf.lines + m - 1) / m;
+    return pf;
+}
+
+static inline void hs_prefetch_step(hs_prefetch pf, int64_t qi) {
+    int64_t end = (qi + 1) * pf.per_query < pf.lines ? (qi + 1) * pf.per_query : pf.lines;
+    for (int64_t l = qi * pf.per_query; l < end; l++) _mm_prefetch(pf.next + l * 64, _MM_HINT_T0);
+}
 
 static void hmat_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int64_t r0, int64_t r1, int64_t W,
                             int32_t *out, int64_t stride, uint64_t *T) {
@@ -104,8 +138,10 @@ static void hmat_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int
     for (int64_t r = r0; r < r1; r += R256) {
         int64_t nr = r1 - r < R256 ? r1 - r : R256;
         hdc_transpose_block(x, r, nr, R256, W, T);
+        hs_prefetch pf = hs_prefetch_plan(x, r, r1, W, m);
         for (int64_t qi = 0; qi < m; qi++) {
             const uint64_t *qw = q + qi * W;
+            hs_prefetch_step(pf, qi);
             int64_t d[R256] __attribute__((aligned(32)));
             _mm256_store_si256((__m256i *)d, hs_distance4(T, qw, W, lut, low4));
             if (nr > 4) _mm256_store_si256((__m256i *)(d + 4), hs_distance4(T + 4, qw, W, lut, low4));
@@ -126,8 +162,10 @@ static void topk_range_avx2(const uint64_t *q, int64_t m, const uint64_t *x, int
         int64_t nr = r1 - r < R256 ? r1 - r : R256;
         uint32_t valid = (1u << nr) - 1;
         hdc_transpose_block(x, r, nr, R256, W, T);
+        hs_prefetch pf = hs_prefetch_plan(x, r, r1, W, m);
         for (int64_t qi = 0; qi < m; qi++) {
             const uint64_t *qw = q + qi * W;
+            hs_prefetch_step(pf, qi);
             hdc_topk_list *L = &lists[qi];
             __m256i d0 = hs_distance4(T, qw, W, lut, low4);
             __m256i d1 = nr > 4 ? hs_distance4(T + 4, qw, W, lut, low4) : _mm256_set1_epi64x(INT64_MAX);
