@@ -59,41 +59,36 @@ static inline __attribute__((always_inline)) __m256i hs_distance4(const uint64_t
     __m256i ones = zero, twos = zero, fours = zero, eights = zero, acc16 = zero;
 #define HS_IN(i) _mm256_xor_si256(_mm256_load_si256((const __m256i *)(t + (w + (i)) * R256)), \
                                   _mm256_set1_epi64x((long long)qw[w + (i)]))
+/* 8 words from w + base through the lower levels of the tree (ones, twos, fours take them in);
+ * `carry` is what they pass to the eights */
+#define HS_TREE8(carry, base)                                                                  \
+    do {                                                                                       \
+        __m256i twosA_, twosB_, foursA_, foursB_;                                              \
+        HS_CSA(twosA_, ones, ones, HS_IN(base), HS_IN(base + 1));                              \
+        HS_CSA(twosB_, ones, ones, HS_IN(base + 2), HS_IN(base + 3));                          \
+        HS_CSA(foursA_, twos, twos, twosA_, twosB_);                                           \
+        HS_CSA(twosA_, ones, ones, HS_IN(base + 4), HS_IN(base + 5));                          \
+        HS_CSA(twosB_, ones, ones, HS_IN(base + 6), HS_IN(base + 7));                          \
+        HS_CSA(foursB_, twos, twos, twosA_, twosB_);                                           \
+        HS_CSA(carry, fours, fours, foursA_, foursB_);                                         \
+    } while (0)
     int64_t w = 0;
     for (; w + 16 <= W; w += 16) {
-        __m256i twosA, twosB, foursA, foursB, eightsA, eightsB, sixteens;
-        HS_CSA(twosA, ones, ones, HS_IN(0), HS_IN(1));
-        HS_CSA(twosB, ones, ones, HS_IN(2), HS_IN(3));
-        HS_CSA(foursA, twos, twos, twosA, twosB);
-        HS_CSA(twosA, ones, ones, HS_IN(4), HS_IN(5));
-        HS_CSA(twosB, ones, ones, HS_IN(6), HS_IN(7));
-        HS_CSA(foursB, twos, twos, twosA, twosB);
-        HS_CSA(eightsA, fours, fours, foursA, foursB);
-        HS_CSA(twosA, ones, ones, HS_IN(8), HS_IN(9));
-        HS_CSA(twosB, ones, ones, HS_IN(10), HS_IN(11));
-        HS_CSA(foursA, twos, twos, twosA, twosB);
-        HS_CSA(twosA, ones, ones, HS_IN(12), HS_IN(13));
-        HS_CSA(twosB, ones, ones, HS_IN(14), HS_IN(15));
-        HS_CSA(foursB, twos, twos, twosA, twosB);
-        HS_CSA(eightsB, fours, fours, foursA, foursB);
+        __m256i eightsA, eightsB, sixteens;
+        HS_TREE8(eightsA, 0);
+        HS_TREE8(eightsB, 8);
         HS_CSA(sixteens, eights, eights, eightsA, eightsB);
         acc16 = _mm256_add_epi64(acc16, _mm256_sad_epu8(popcnt_bytes(sixteens, lut, low4), zero));
     }
     /* 8 of the < 16 remaining words through half the tree; its eights count with weight 8 below */
     __m256i eights8 = zero, tail = zero;
     if (w + 8 <= W) {
-        __m256i twosA, twosB, foursA, foursB;
-        HS_CSA(twosA, ones, ones, HS_IN(0), HS_IN(1));
-        HS_CSA(twosB, ones, ones, HS_IN(2), HS_IN(3));
-        HS_CSA(foursA, twos, twos, twosA, twosB);
-        HS_CSA(twosA, ones, ones, HS_IN(4), HS_IN(5));
-        HS_CSA(twosB, ones, ones, HS_IN(6), HS_IN(7));
-        HS_CSA(foursB, twos, twos, twosA, twosB);
-        HS_CSA(eights8, fours, fours, foursA, foursB);
+        HS_TREE8(eights8, 0);
         w += 8;
     }
     /* the < 8 words left by the lookup alone */
     for (; w < W; w++) tail = _mm256_add_epi8(tail, popcnt_bytes(HS_IN(0), lut, low4));
+#undef HS_TREE8
 #undef HS_IN
     /* value = 16 * acc16 + the byte sums of 8 (|eights| + |eights8|) + 4 |fours| + 2 |twos| + |ones|
      * + tail, at most 8 * 16 + 4 * 8 + 2 * 8 + 8 + 7 * 8 = 240 per byte: one vpsadbw for all */
