@@ -805,6 +805,7 @@ def main():
             if r["name"] == name and r["dim"] == dim:
                 return r["time_s"]
         return None
+
     def cpu_1t(name):
         return levels_cpu["cpu_s"].get(name, float("nan"))
     c_best = get(f"C {C.detected_isa()}")
