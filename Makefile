@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # uncommitted changes (benchmarks refuse to write results from one otherwise; bench/_common.py)
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-fast test-sanitize bench bench-quick data clean
+.PHONY: install peers demo test test-fast test-sanitize bench bench-quick data clean
 
 $(STAMP): pyproject.toml setup.py constraints-dev.txt $(wildcard csrc/*.c csrc/*.h csrc/*.inc csrc/*.py)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,17 @@ $(STAMP): pyproject.toml setup.py constraints-dev.txt $(wildcard csrc/*.c csrc/*
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The peers that bench/ compares with (the extra "peers": faiss-cpu, NumKong, SimSIMD, torchhd), at
+# the versions pinned in constraints-dev.txt. Not part of install or test: the library never
+# imports them, and a benchmark without them leaves their rows out (its JSON says which).
+PEERS_STAMP := $(VENV)/.peers-stamp
+$(PEERS_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c constraints-dev.txt --no-build-isolation -e '.[test,peers]'
+	$(BIN)/python -c "import numkong, simsimd, faiss, torchhd; print('peers:', numkong.__version__, simsimd.__version__, faiss.__version__, torchhd.__version__)"
+	touch $(PEERS_STAMP)
+
+peers: $(PEERS_STAMP)
 
 # Fetching data is an explicit step, never a dependency of test/bench: it installs a system
 # package. Fashion-MNIST comes from Debian's dataset-fashion-mnist where we can apt-get (root on
@@ -42,7 +53,7 @@ test-fast: install
 test-sanitize: install
 	PYTHON=$(BIN)/python bash csrc/run_sanitized_tests.sh
 
-bench-quick: install
+bench-quick: install peers
 	for b in bench/[a-z]*.py; do $(BIN)/python $$b --quick --out bench/results/quick $(BENCH_ARGS) || exit 1; done
 
 clean:

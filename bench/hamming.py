@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +139,52 @@ NUMBA_TARGETS = {
 }
 
 
+# NumKong (SimSIMD's successor) runs each call on the best kernel family, "capability", that its
+# CPU check found; disable_capability masks one for the whole process, so this AVX-512 machine can
+# run the kernels that an older CPU gets. Each level keeps the capabilities named (best: all it
+# found) and stands beside the C level those CPUs get: haswell (AVX2) and skylake (AVX-512 without
+# VPOPCNTDQ, Skylake-SP .. Cascade Lake) beside C avx2, icelake and best beside C avx512, serial
+# beside C x86-64-v2 / portable.
+NUMKONG_LEVELS = {
+    "serial": ("serial",),
+    "haswell": ("serial", "haswell"),
+    "skylake": ("serial", "haswell", "skylake"),
+    "icelake": ("serial", "haswell", "skylake", "icelake"),
+    "best": None,
+}
+
+
+def numkong_levels(nk) -> tuple[dict, str]:
+    """The NumKong levels this CPU runs ({name: capabilities kept}) and a note on the pinning."""
+    if not hasattr(nk, "disable_capability"):
+        return {"best": None}, f"NumKong {nk.__version__} has no disable_capability: only its best level runs"
+    on = {c for c, v in nk.get_capabilities().items() if v}
+    levels = {lv: keep for lv, keep in NUMKONG_LEVELS.items() if keep is None or set(keep) <= on}
+    return levels, (f"NumKong {nk.__version__} pinned with disable_capability; capabilities found: "
+                    f"{sorted(on)}; levels run: {list(levels)}")
+
+
+@contextmanager
+def numkong_pinned(nk, keep):
+    """NumKong limited to the capabilities in `keep` (None: unchanged) inside the block. Only the
+    capabilities it disabled are enabled again: enable_capability also turns on one the CPU lacks
+    (NumKong 7.8 enables "turin" on a Zen 4 when asked), whose kernels would fault."""
+    off = [] if keep is None else [c for c, v in nk.get_capabilities().items() if v and c not in keep]
+    for c in off:
+        nk.disable_capability(c)
+    try:
+        yield
+    finally:
+        for c in off:
+            nk.enable_capability(c)
+
+
 def bench_levels_cpu_time(dim: int, rounds: int) -> dict:
-    """Each C level and Numba on one thread, by process CPU time, interleaved in rounds (best
-    of `rounds`): on a shared machine the wall clock of a 2-thread run swings with other jobs'
-    load, while one thread's CPU time mostly does not, so these ratios are the robust ones.
-    Shape: 200 queries x 4,000 stored vectors; the portable level on 20 queries, scaled."""
+    """Each C level, Numba and NumKong at each level it can be pinned to (NUMKONG_LEVELS) on one
+    thread, by process CPU time, interleaved in rounds (best of `rounds`): on a shared machine the
+    wall clock of a 2-thread run swings with other jobs' load, while one thread's CPU time mostly
+    does not, so these ratios are the robust ones. Shape: 200 queries x 4,000 stored vectors; the
+    portable levels (C portable, NumKong serial) on 20 queries, scaled."""
     C = load_backend("c")
     rng = np.random.default_rng(6)
     q, x = rand_words(rng, 200, dim), rand_words(rng, 4_000, dim)
@@ -165,11 +207,19 @@ def bench_levels_cpu_time(dim: int, rounds: int) -> dict:
         runs["Numba"] = (lambda: NB.hamming_matrix(q, x, out, 1), 1.0)
     except (ImportError, BackendUnavailable):
         pass
-    try:  # the fastest peer, on its best kernel for this CPU, one call on this thread
+    nk_out, nk_note = {}, "NumKong not installed (make peers)"
+    try:  # the fastest peer, one call on this thread at each level
         import numkong as nk
-        pk = nk.hammings_pack(x.view(np.uint8), dtype="uint1")
-        o32 = nk.zeros((200, 4_000), dtype="uint32")
-        runs["NumKong hammings_packed"] = (lambda: nk.hammings_packed(q.view(np.uint8), pk, out=o32), 1.0)
+        pk = nk.hammings_pack(x.view(np.uint8), dtype="uint1")  # one packing serves every level
+        levels, nk_note = numkong_levels(nk)
+        for lv, keep in levels.items():
+            sub = 20 if lv == "serial" else 200
+            o32 = nk_out[lv] = nk.zeros((sub, 4_000), dtype="uint32")
+
+            def f(keep=keep, sub=sub, o32=o32):
+                with numkong_pinned(nk, keep):
+                    nk.hammings_packed(q[:sub].view(np.uint8), pk, out=o32)
+            runs[f"NumKong {lv}"] = (f, 200 / sub)
     except ImportError:
         pass
     best = {name: float("inf") for name in runs}
@@ -181,11 +231,13 @@ def bench_levels_cpu_time(dim: int, rounds: int) -> dict:
             f()
             best[name] = min(best[name], (time.process_time() - t0) * scale)
     ok = bool((out[:20] == ref[:20]).all())
-    if "NumKong hammings_packed" in runs:
-        ok = ok and bool((np.asarray(o32).view(np.int32) == ref).all())
+    for o32 in nk_out.values():
+        o32 = np.asarray(o32).view(np.int32)
+        ok = ok and bool((o32 == ref[:len(o32)]).all())
     base = best.get(f"C {C.detected_isa()}")
     res = {"dim": dim, "m": 200, "n": 4_000, "rounds": rounds, "threads": 1, "check_last": ok,
-           "cpu_s": best, "over_best_c": {k: v / base for k, v in best.items()} if base else None}
+           "cpu_s": best, "over_best_c": {k: v / base for k, v in best.items()} if base else None,
+           "numkong": nk_note}
     try:
         import numba
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
@@ -753,6 +805,9 @@ def main():
             if r["name"] == name and r["dim"] == dim:
                 return r["time_s"]
         return None
+
+    def cpu_1t(name):
+        return levels_cpu["cpu_s"].get(name, float("nan"))
     c_best = get(f"C {C.detected_isa()}")
     ratios = {
         "c_vs_floor": c_best / floors[10_000]["floor_s"] if floors[10_000]["floor_s"] else None,
@@ -766,6 +821,10 @@ def main():
         "avx2_over_avx512": (get("C avx2") or float("nan")) / c_best,
         "x86v2_over_avx512": (get("C x86-64-v2") or float("nan")) / c_best,
         "avx2_over_numkong": (get("C avx2") or float("nan")) / (get("NumKong hammings_packed") or float("nan")),
+        # 1-thread CPU time in one run (levels_cpu_time_1t): C avx2 against NumKong on the kernels an
+        # AVX2-only CPU gets (haswell), and against NumKong's best on this CPU
+        "avx2_over_numkong_avx2": cpu_1t("C avx2") / cpu_1t("NumKong haswell"),
+        "avx2_over_numkong_best": cpu_1t("C avx2") / cpu_1t("NumKong best"),
         "portable_over_numba": (get("C portable") or float("nan")) / (get("Numba") or float("nan")),
         "numkong_over_c": (get("NumKong hammings_packed") or float("nan")) / c_best,
         "simsimd_over_c": (get("SimSIMD cdist hamming") or float("nan")) / c_best,
@@ -793,6 +852,7 @@ def main():
         "calibration": cal, "floors": {str(k): v for k, v in floors.items()},
         "hamming_matrix": main_rows, "levels_cpu_time_1t": levels_cpu, "numba_at_levels": numba_levels, "topk": topk_res, "bind_permute": bp, "bundle": [bundle, bundle_8k],
         "small_call": small, "time_vs_n": series, "topk_10m": ten_m, "ratios": ratios,
+        "notes": {"numkong": levels_cpu["numkong"]},
         "wall_s": time.perf_counter() - t_start,
     }
     path = write_json(args.out, "hamming", payload, allow_dirty=args.allow_dirty)
