@@ -22,7 +22,8 @@ Score identities (integers, exact):
   hamming(q_a, k_b)``: affine in one Hamming distance between *expanded* codes (plane a of
   the query and plane b of the key side by side, 2^(a+b) copies of each pair;
   :func:`expand_codes`). The causal top-k kernel then ranks graded codes exactly, ties
-  included, on (L-1)^2 times the bits of a binary code.
+  included, on (L-1)^2 times the bits of a binary code. The AND popcount of the same
+  expanded codes is the graded overlap ``q.k`` itself, for any L.
 
 Two ways to choose the winners, both exact and tested against the torch path:
 
@@ -109,9 +110,10 @@ def _expansion_index(P: int, code_bits: int, side: str) -> np.ndarray:
 
 
 def kernel_ranks_graded(levels: int, score: str) -> bool:
-    """Whether the causal top-k kernel can rank these codes: binary ones, or graded ones with
-    L = 2^P levels under the centred ("hamming") score (the expansion identity needs both)."""
-    return levels == 2 or (score == "hamming" and levels & (levels - 1) == 0)
+    """Whether the causal top-k kernel can rank these codes: binary ones; graded ones under
+    ``"overlap"`` (the AND popcount of expanded codes *is* ``sum_ab 2^(a+b) |q_a AND k_b|`` =
+    q.k, for any L); graded ones under the centred ``"hamming"`` score when L = 2^P."""
+    return levels == 2 or score == "overlap" or levels & (levels - 1) == 0
 
 
 def _to_score(raw: np.ndarray, code_bits: int, score: str, levels: int = 2) -> np.ndarray:

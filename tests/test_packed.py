@@ -58,7 +58,7 @@ METHODS = ["kernel", "matrix"]
 
 def _kernel_applies(att) -> bool:
     return (isinstance(att.k, int) and att.prior_random_frac == 0
-            and (att.levels == 2 or (att.score == "hamming" and att.levels in (4, 8, 16))))
+            and (att.levels == 2 or att.score == "overlap" or att.levels in (4, 8, 16)))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -379,9 +379,8 @@ def test_graded_errors():
         _make(levels=4, neuron="lif")
     with pytest.raises(ValueError, match="grade_step"):
         _make(levels=4, grade_step=0)
-    for levels, score in ((3, "hamming"), (4, "overlap")):   # no expansion identity for these
-        with pytest.raises(ValueError, match="kernel"):
-            PackedSpikingAttention(_make(levels=levels, score=score), method="kernel")
+    with pytest.raises(ValueError, match="kernel"):   # centred scores of L != 2^P: no expansion identity
+        PackedSpikingAttention(_make(levels=3, score="hamming"), method="kernel")
     with pytest.raises(ValueError, match="side"):
         expand_codes(np.zeros((2, 2), np.int64), 4, "value")
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
@@ -404,6 +403,18 @@ def test_expanded_codes_rank_graded_scores(levels, code_bits):
     ham = hdc.hamming_matrix(qe, ke)
     c = levels - 1
     assert np.array_equal(_to_score(ham, code_bits, "hamming", levels), (2 * q - c) @ (2 * k - c).T)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("code_bits", [1, 63, 64, 65, 129])
+def test_expanded_codes_and_popcount_is_the_graded_overlap(levels, code_bits):
+    """popcount(expanded q AND expanded k) = q.k for any number of levels: the kernel's overlap
+    metric on expanded codes is the graded overlap score."""
+    rng = np.random.default_rng(code_bits * 17 + levels)
+    q = rng.integers(0, levels, (7, code_bits))
+    k = rng.integers(0, levels, (11, code_bits))
+    qe, ke = expand_codes(q, levels, "query"), expand_codes(k, levels, "key")
+    assert np.array_equal((qe[:, None, :] & ke[None, :, :]).sum(-1), q @ k.T)
 
 
 @pytest.mark.parametrize("levels", [2, 3, 4, 8])
