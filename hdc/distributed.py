@@ -49,8 +49,8 @@ from .io import atomic_write, write_json
 from .packing import WORD_BITS, check_dim, n_words_for, pack_bits
 
 __all__ = [
-    "MANIFEST", "write_shards", "open_database", "topk", "accumulate", "fit", "predict",
-    "batch_retrain", "class_scores", "local_cluster", "connect", "ShardError",
+    "MANIFEST", "write_shards", "read_manifest", "iter_shards", "open_database", "topk", "accumulate", "fit",
+    "predict", "batch_retrain", "class_scores", "local_cluster", "connect", "ShardError",
 ]
 
 MANIFEST = "manifest.json"
@@ -184,6 +184,21 @@ def _read_rows(path: str, sha256: str | None, start: int, stop: int, n_words: in
     if arr.dtype != np.uint64 or arr.ndim != 2 or arr.shape[1] != n_words:
         raise ShardError(f"shard {path!r} holds {arr.dtype} {arr.shape}, expected uint64 (rows, {n_words})")
     return np.array(arr[start:stop])  # a private copy: the mapping is closed with the view
+
+
+def iter_shards(directory, *, dim: int | None = None, verify: bool = True):
+    """Yield ``(first row, rows (r, n_words) uint64)`` for each shard of a shard folder, in
+    order, without Dask (exports, checks); with ``verify`` each shard's SHA-256 is checked
+    first, and ``dim`` (when given) must be the manifest's."""
+    directory = Path(directory)
+    man = read_manifest(directory)
+    if dim is not None and check_dim(dim) != man["dim"]:
+        raise ValueError(f"dim={dim} but the database at {str(directory)!r} holds dim={man['dim']}")
+    start = 0
+    for s in man["shards"]:
+        yield start, _read_rows(str(directory / s["file"]), s["sha256"] if verify else None, 0, s["rows"],
+                                man["n_words"])
+        start += s["rows"]
 
 
 def open_database(directory, *, chunk_rows: int | None = None, verify: bool = True):
