@@ -60,6 +60,8 @@ _DEFAULT_SPLIT_EVERY = 8        # partial results merged per tree node
 # shard name per chunk of each array this module opened (array name -> [(file, start, stop)]),
 # so an error about a chunk can name the file it came from
 _CHUNK_FILES: dict[str, list[tuple[str, int, int]]] = {}
+# shards whose SHA-256 this process checked: path -> (file version, sha256) (see _verify)
+_VERIFIED: dict[str, tuple[tuple, str]] = {}
 
 
 class ShardError(RuntimeError):
@@ -119,7 +121,10 @@ def write_shards(X, directory, dim: int, *, rows_per_shard: int = 1 << 16) -> Pa
     if (directory / MANIFEST).exists():
         raise FileExistsError(f"{str(directory)!r} already holds a database ({MANIFEST}); "
                               f"write to a new folder")
-    batches = [X] if isinstance(X, np.ndarray) else X
+    if isinstance(X, np.memmap):  # one shard's rows at a time: never the whole file in memory
+        batches = (X[s:s + rows_per_shard] for s in range(0, max(1, X.shape[0]), rows_per_shard))
+    else:
+        batches = [X] if isinstance(X, np.ndarray) else X
     shards, pending, n = [], [], 0
 
     def flush(rows: np.ndarray):
@@ -171,19 +176,40 @@ def read_manifest(directory) -> dict:
     return man
 
 
+def _file_version(path: str) -> tuple:
+    """What changes when a file is replaced (inode) or written in place (size, mtime, ctime)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _verify(path: str, sha256: str) -> None:
+    """Check a shard's SHA-256, once per process and file version: a database is searched
+    many times, and hashing every shard before every search cost as much as a quarter of the
+    search itself (1,000 queries, bench/scaleout.py). A replaced or rewritten file has a new
+    version and is hashed again (the kernel stamps mtime and ctime at clock-tick resolution, a
+    few ms: a rewrite within the tick of the check keeps the old version)."""
+    version = _file_version(path)
+    if _VERIFIED.get(path) == (version, sha256):
+        return
+    got = _sha256(Path(path))
+    if got != sha256:
+        raise ShardError(f"shard {path!r} fails its checksum: SHA-256 {got}, the manifest "
+                         f"says {sha256} (corrupt or replaced file)")
+    _VERIFIED[path] = (version, sha256)
+
+
 def _read_rows(path: str, sha256: str | None, start: int, stop: int, n_words: int) -> np.ndarray:
-    """Rows start..stop of one shard; with ``sha256`` the whole file is hashed first (streamed)."""
+    """Rows start..stop of one shard, memory-mapped read-only (no copy: the pages come from the
+    page cache as the kernels read them, and hdc.topk drops each processed chunk's pages);
+    with ``sha256`` the file's checksum is checked first (:func:`_verify`)."""
     if not os.path.isfile(path):
         raise ShardError(f"shard {path!r} is missing")
     if sha256 is not None:
-        got = _sha256(Path(path))
-        if got != sha256:
-            raise ShardError(f"shard {path!r} fails its checksum: SHA-256 {got}, the manifest "
-                             f"says {sha256} (corrupt or replaced file)")
+        _verify(path, sha256)
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
     if arr.dtype != np.uint64 or arr.ndim != 2 or arr.shape[1] != n_words:
         raise ShardError(f"shard {path!r} holds {arr.dtype} {arr.shape}, expected uint64 (rows, {n_words})")
-    return np.array(arr[start:stop])  # a private copy: the mapping is closed with the view
+    return arr[start:stop]
 
 
 def iter_shards(directory, *, dim: int | None = None, verify: bool = True):
@@ -204,10 +230,12 @@ def iter_shards(directory, *, dim: int | None = None, verify: bool = True):
 def open_database(directory, *, chunk_rows: int | None = None, verify: bool = True):
     """Open a shard folder as a lazy ``dask.array`` (n, n_words) uint64 chunked by rows.
 
-    Chunks are the shards, or pieces of ``chunk_rows`` rows within each shard (the setting
-    that bounds a task's memory: ``chunk_rows * n_words * 8`` bytes plus a 1 MiB hashing
-    buffer). With ``verify`` each task checks its shard's SHA-256 before using it, so a
-    changed file raises :class:`ShardError` naming it. Missing shards raise at open time.
+    Chunks are the shards, or pieces of ``chunk_rows`` rows within each shard. A chunk is a
+    read-only memory map of its rows (no copy; resident pages at most ``chunk_rows * n_words
+    * 8`` bytes, and :func:`topk` drops them as it goes). With ``verify`` a task checks its
+    shard's SHA-256 before using it, once per worker process and file version (a replaced
+    or rewritten file is hashed again), so a changed file raises :class:`ShardError` naming
+    it. Missing shards raise at open time.
     """
     dask, da = _dask()
     directory = Path(directory).resolve()
@@ -657,21 +685,25 @@ def predict(clf, X):
 
 
 # ---------------------------------------------------------------- clusters
-def local_cluster(n_workers: int = 2, *, memory_limit="auto", **kwargs):
+def local_cluster(n_workers: int = 2, *, memory_limit="auto", profile: bool = False, **kwargs):
     """A ``LocalCluster`` of ``n_workers`` processes, one thread each, on 127.0.0.1, no dashboard.
 
-    Use as ``with local_cluster(2) as cluster, Client(cluster): ...``. Extra keyword arguments
-    go to ``dask.distributed.LocalCluster``.
+    Use as ``with local_cluster(2) as cluster, Client(cluster): ...``. ``profile`` turns on
+    the workers' statistical profiler (``distributed.worker.profile``: a thread sampling the
+    task's stack every 10 ms, about 1.3% of a core per busy worker here, shown only on the
+    dashboard that this cluster does not start). Extra keyword arguments go to
+    ``dask.distributed.LocalCluster``.
     """
-    _dask()
+    dask, _ = _dask()
     from dask.distributed import LocalCluster
 
     n_workers = _check_int(n_workers, "n_workers")
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, worker_dashboard_address=None,
-                        memory_limit=memory_limit, **kwargs)
+    with dask.config.set({"distributed.worker.profile.enabled": bool(profile)}):  # the nannies pass it on
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=None, worker_dashboard_address=None,
+                            memory_limit=memory_limit, **kwargs)
 
 
 def connect(address: str, *, timeout_s: float = 10.0):

@@ -159,6 +159,31 @@ def test_checksum_mismatch_names_the_file(tmp_path):
         hd.topk(X[:2], hd.open_database(tmp_path), 3)
 
 
+def test_shards_are_memory_mapped_and_hashed_once_per_file_version(tmp_path, monkeypatch):
+    X = hdc.random(100, 64, seed=0)
+    hd.write_shards(X, tmp_path, 64, rows_per_shard=40)
+    hashed = []
+    real = hd._sha256
+    monkeypatch.setattr(hd, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    monkeypatch.setattr(hd, "_VERIFIED", {})
+    for _ in range(2):
+        parts = list(hd.iter_shards(tmp_path))
+        assert all(isinstance(b, np.memmap) and not b.flags.writeable for _, b in parts)  # no copy
+        np.testing.assert_array_equal(np.concatenate([b for _, b in parts]), X)
+    assert sorted(hashed) == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]  # once each
+    # rewritten in place (same inode and size): a new version, hashed again, and it fails. The
+    # kernel stamps mtime/ctime at clock-tick resolution (a few ms): wait past the tick
+    time.sleep(0.05)
+    with open(tmp_path / "shard-00001.npy", "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(hd.ShardError, match=r"shard-00001\.npy.*checksum"):
+        list(hd.iter_shards(tmp_path))
+    assert hashed.count("shard-00001.npy") == 2 and hashed.count("shard-00000.npy") == 1
+
+
 def test_missing_shard_names_the_file(tmp_path):
     hd.write_shards(hdc.random(100, 64, seed=0), tmp_path, 64, rows_per_shard=40)
     (tmp_path / "shard-00002.npy").unlink()
