@@ -438,7 +438,8 @@ def _run(a, tmp: Path, t_run: float, load_start) -> int:
                 f"; the issue asks 1,000 x >= 2M ({2e9 / (a.queries * a.rows):.1f}x the pairs)"),
             "every arm runs once untimed before the repeats (warmup_s_cpu_s: wall and CPU seconds): there the "
             "engine checks each shard's SHA-256, once per worker process and file version; its topk reads "
-            "each chunk as a read-only memory map of its shard (no copy); the workers' profiler is off",
+            "each chunk as a read-only memory map of its shard (no copy); local_cluster's lean Dask "
+            "configuration (profiler off, 200 ms event-loop tick, 2 s system monitor)",
             "CPU seconds: single = the calling thread (the kernels run in it, threads=1); ceiling = both "
             "children's processes; engine = every worker process plus this process (schedulers, "
             "clients, graph building; it also hosts the idle other cluster)",
