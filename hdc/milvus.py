@@ -195,10 +195,10 @@ def export(X, uri, collection: str, dim: int, *, ids=None, token: str = "", over
         raise TypeError(f"X must have dtype uint64 (packed words), got {getattr(X, 'dtype', type(X).__name__)}")
     ids = _check_ids(ids, n)
     row_bytes = milvus_dim(dim) // 8
-    if batch_rows is None:
-        batch_rows = max(1, _BATCH_BYTES // row_bytes)
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
-        raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
+    batch_rows = (max(1, _BATCH_BYTES // row_bytes) if batch_rows is None
+                  else F._check_int(batch_rows, "batch_rows"))
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     with _Connection(uri, token) as (pm, alias):
         if pm.utility.has_collection(collection, using=alias):
             if not overwrite:
@@ -213,7 +213,7 @@ def export(X, uri, collection: str, dim: int, *, ids=None, token: str = "", over
         col = pm.Collection(collection, schema, using=alias, consistency_level="Strong")
         try:
             written = 0
-            for start, batch in _batches(X, dim, int(batch_rows)):
+            for start, batch in _batches(X, dim, batch_rows):
                 B = to_bytes(F.check_words(batch, "X", dim=dim, min_ndim=2), dim)
                 # columns, not rows: pymilvus 2.5 appends row-wise binary vectors one by one to a
                 # protobuf bytes field (quadratic time and memory), a column in one join
@@ -258,11 +258,9 @@ def search(uri, collection: str, Q, k: int, *, token: str = "", query_batch: int
     F.check_words(Q, "Q", min_ndim=2)
     if Q.ndim != 2:
         raise ValueError(f"Q must be 2-D (queries, n_words), got shape {Q.shape}")
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {k!r}")
-    if isinstance(query_batch, bool) or not isinstance(query_batch, (int, np.integer)) \
-            or not 1 <= query_batch <= MAX_K:
-        raise ValueError(f"query_batch must be an int in 1..{MAX_K}, got {query_batch!r}")
+    k, query_batch = F._check_int(k, "k"), F._check_int(query_batch, "query_batch")
+    if not 1 <= query_batch <= MAX_K:
+        raise ValueError(f"query_batch must be in 1..{MAX_K}, got {query_batch}")
     with _Connection(uri, token) as (_, alias):
         col = _open(pm, alias, uri, collection)
         dim = _collection_dim(pm, col)
