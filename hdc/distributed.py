@@ -60,6 +60,9 @@ _DEFAULT_SPLIT_EVERY = 8        # partial results merged per tree node
 # shard name per chunk of each array this module opened (array name -> [(file, start, stop)]),
 # so an error about a chunk can name the file it came from
 _CHUNK_FILES: dict[str, list[tuple[str, int, int]]] = {}
+# the _read_rows arguments of each chunk of each array open_database made (array name -> list),
+# so topk can read a chunk inside its own task (see _read_topk)
+_CHUNK_READS: dict[str, list[tuple]] = {}
 # shards whose SHA-256 this process checked: path -> (file version, sha256) (see _verify)
 _VERIFIED: dict[str, tuple[tuple, str]] = {}
 
@@ -246,22 +249,25 @@ def open_database(directory, *, chunk_rows: int | None = None, verify: bool = Tr
             raise ValueError(f"chunk_rows must be >= 1 or None (one chunk per shard), got {chunk_rows}")
     n_words = man["n_words"]
     token = dask.base.tokenize(str(directory), man, chunk_rows, verify)
-    pieces, files = [], []
+    pieces, files, reads = [], [], []
     for s in man["shards"]:
         path = str(directory / s["file"])
         step = chunk_rows or max(1, s["rows"])
         for start in range(0, s["rows"], step):
             stop = min(s["rows"], start + step)
             key = f"hdc-read-{s['file']}-{start}-{token}"
-            d = dask.delayed(_read_rows, pure=True)(path, s["sha256"] if verify else None, start, stop,
-                                                    n_words, dask_key_name=key)
+            args = (path, s["sha256"] if verify else None, start, stop, n_words)
+            d = dask.delayed(_read_rows, pure=True)(*args, dask_key_name=key)
             pieces.append(da.from_delayed(d, (stop - start, n_words), np.uint64))
             files.append((path, start, stop))
+            reads.append(args)
     if not pieces:
         X = da.zeros((0, n_words), np.uint64, chunks=((0,), (n_words,)))
     else:
         X = da.concatenate(pieces, axis=0)
     _CHUNK_FILES[X.name] = files
+    if reads:
+        _CHUNK_READS[X.name] = reads
     return X
 
 
@@ -350,6 +356,13 @@ def _chunk_topk(Q, block, k, offset, threads):
     return d, i + offset
 
 
+def _read_topk(Q, read_args, k, offset, threads):
+    """:func:`_chunk_topk` on rows this task reads itself (``read_args`` for :func:`_read_rows`):
+    one task per chunk of a database from :func:`open_database`, where the array's graph has
+    four (read, two array layers, topk), each costing the scheduler and the worker a few ms."""
+    return _chunk_topk(Q, _read_rows(*read_args), k, offset, threads)
+
+
 def _merge_topk(parts, k):
     """Merge partial (distances, global indices) lists: the k smallest by (distance, index)."""
     d = np.concatenate([p[0] for p in parts], axis=1)
@@ -401,11 +414,16 @@ def topk(Q, X, k: int, ids=None, *, split_every: int = _DEFAULT_SPLIT_EVERY, thr
             raise ValueError(f"ids has {len(ids)} entries but X has {n} rows: one id per row")
     Qd = dask.delayed(Q, pure=True)  # one copy of the queries in the graph, shared by every task
     off = _offsets(X.chunks[0])
-    blocks = X.to_delayed().ravel()
     tok = dask.base.tokenize(X.name, Q, k)
-    parts = [dask.delayed(_chunk_topk, pure=True)(Qd, b, k, int(off[i]), threads,
-                                                  dask_key_name=(f"hdc-topk-{tok}", i))
-             for i, b in enumerate(blocks)]
+    reads = _CHUNK_READS.get(X.name)
+    if reads is not None:  # X is open_database's array itself: each task reads its own rows
+        parts = [dask.delayed(_read_topk, pure=True)(Qd, r, k, int(off[i]), threads,
+                                                     dask_key_name=(f"hdc-topk-{tok}", i))
+                 for i, r in enumerate(reads)]
+    else:
+        parts = [dask.delayed(_chunk_topk, pure=True)(Qd, b, k, int(off[i]), threads,
+                                                      dask_key_name=(f"hdc-topk-{tok}", i))
+                 for i, b in enumerate(X.to_delayed().ravel())]
     result = _tree(parts, _merge_topk, split_every, k, name=f"hdc-topk-merge-{tok}")
     if not compute:
         return result

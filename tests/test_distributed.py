@@ -146,6 +146,15 @@ def test_shards_roundtrip_and_open_lazily(tmp_path, client):
     Q = X[[0, 5, 999]]
     for got, ref in zip(hd.topk(Q, Xd, 25), hdc.topk(Q, X, 25)):
         np.testing.assert_array_equal(got, ref)
+    # the database's own array: one task per chunk reads and searches its rows (10 chunks, 2 + 1
+    # merges at split_every=8, the queries); a derived array takes the generic path through its
+    # blocks (read, array layers, topk), same bits
+    assert len(Xd.chunks[0]) == 10
+    assert len(dict(hd.topk(Q, Xd, 25, compute=False).__dask_graph__())) == 10 + 3 + 1
+    derived = Xd[1:]
+    assert len(dict(hd.topk(Q, derived, 25, compute=False).__dask_graph__())) > 2 * 10 + 3 + 1
+    for got, ref in zip(hd.topk(Q, derived, 25), hdc.topk(Q, X[1:], 25)):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_checksum_mismatch_names_the_file(tmp_path):
