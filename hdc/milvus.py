@@ -115,7 +115,8 @@ class _Connection:
 
 def _batches(X, dim: int, batch_rows: int):
     """(start row, (rows, n_words) uint64 batch) from a NumPy array or memmap, a dask array,
-    or a shard folder of :mod:`hdc.distributed` (each shard checked against its SHA-256)."""
+    or a shard folder of :mod:`hdc.distributed` (each shard checked against its SHA-256);
+    :func:`export` has checked X's kind, dtype and shape."""
     if isinstance(X, (str, Path)):
         from .distributed import iter_shards
 
@@ -123,23 +124,16 @@ def _batches(X, dim: int, batch_rows: int):
             for s in range(0, shard.shape[0], batch_rows):
                 yield start + s, shard[s:s + batch_rows]
         return
-    if type(X).__module__.startswith("dask") and hasattr(X, "blocks"):
-        if X.dtype != np.uint64 or X.ndim != 2:
-            raise TypeError(f"X must be (rows, n_words) uint64, got dask {X.dtype} {X.shape}")
-        start = 0
-        for i in range(X.numblocks[0]):
-            block = np.ascontiguousarray(X.blocks[i].compute())  # the words axis is one chunk or joined
-            for s in range(0, block.shape[0], batch_rows):
-                yield start + s, block[s:s + batch_rows]
-            start += block.shape[0]
+    if isinstance(X, np.ndarray):  # a memmap is read one batch at a time
+        for s in range(0, X.shape[0], batch_rows):
+            yield s, np.ascontiguousarray(X[s:s + batch_rows])
         return
-    if not isinstance(X, np.ndarray):
-        raise TypeError(f"X must be a numpy uint64 array (rows, n_words), a dask array or a shard "
-                        f"folder; got {type(X).__name__}")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (rows, n_words), got shape {X.shape}")
-    for s in range(0, X.shape[0], batch_rows):
-        yield s, np.ascontiguousarray(X[s:s + batch_rows])  # a memmap is read one batch at a time
+    start = 0  # a dask array (export checked its dtype and shape): block by block
+    for i in range(X.numblocks[0]):
+        block = np.ascontiguousarray(X.blocks[i].compute())  # whole rows, whatever the words' chunks
+        for s in range(0, block.shape[0], batch_rows):
+            yield start + s, block[s:s + batch_rows]
+        start += block.shape[0]
 
 
 def _n_rows(X) -> int:
@@ -147,11 +141,11 @@ def _n_rows(X) -> int:
         from .distributed import read_manifest
 
         return int(read_manifest(X)["rows"])
-    if not hasattr(X, "shape"):
+    if not (isinstance(X, np.ndarray) or (type(X).__module__.startswith("dask") and hasattr(X, "blocks"))):
         raise TypeError(f"X must be a numpy uint64 array (rows, n_words), a dask array or a shard "
                         f"folder; got {type(X).__name__}")
     if len(X.shape) != 2:
-        raise ValueError(f"X must be 2-D (rows, n_words), got shape {getattr(X, 'shape', None)}")
+        raise ValueError(f"X must be 2-D (rows, n_words), got shape {X.shape}")
     return int(X.shape[0])
 
 
@@ -191,8 +185,8 @@ def export(X, uri, collection: str, dim: int, *, ids=None, token: str = "", over
     n = _n_rows(X)
     if isinstance(X, np.ndarray):  # dtype, layout and width now; each batch's pad bits as it is read
         F.check_words(np.ascontiguousarray(X[:1]), "X", dim=dim, min_ndim=2)
-    elif not isinstance(X, (str, Path)) and getattr(X, "dtype", None) != np.uint64:
-        raise TypeError(f"X must have dtype uint64 (packed words), got {getattr(X, 'dtype', type(X).__name__)}")
+    elif not isinstance(X, (str, Path)) and X.dtype != np.uint64:
+        raise TypeError(f"X must have dtype uint64 (packed words), got dask {X.dtype}")
     ids = _check_ids(ids, n)
     row_bytes = milvus_dim(dim) // 8
     batch_rows = (max(1, _BATCH_BYTES // row_bytes) if batch_rows is None

@@ -177,7 +177,9 @@ def test_ids_dask_and_shard_folder_inputs(uri, tmp_path):
     ids = np.arange(1200, dtype=np.int64) * 7 - 4000   # negative ids too
     hm.export(X, uri, "with_ids", dim, ids=ids, batch_rows=500)
     _assert_same_as_topk(*hm.search(uri, "with_ids", Q, 10), Q, X, ids, 10)
-    hm.export(da.from_array(X, chunks=(333, -1)), uri, "from_dask", dim, batch_rows=100)
+    hm.export(da.from_array(X, chunks=(333, 2)), uri, "from_dask", dim, batch_rows=100)  # words chunked too
+    with pytest.raises(TypeError, match=r"X must have dtype uint64 \(packed words\), got dask int64"):
+        hm.export(da.from_array(X.astype(np.int64)), uri, "bad_dask", dim)
     hd.write_shards(X, tmp_path / "db", dim, rows_per_shard=400)
     hm.export(tmp_path / "db", uri, "from_shards", dim)
     for name in ("from_dask", "from_shards"):
