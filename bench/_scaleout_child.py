@@ -6,7 +6,7 @@ pool of an earlier version deadlocked there). It imports nothing of the benchmar
 itself; the parent sends work over a Pipe and polls the answer with a timeout.
 
 Requests (tuples): ("topk", Q, k, lo, hi), ("fit", y_part, lo, hi, n_classes), ("rss",) (peak
-resident memory in MB), ("stop",).
+resident memory in MB), ("cpu",) (this process's CPU seconds so far), ("stop",).
 Answers: ("ok", value) or ("error", "Type: message\\ntraceback"). The database rows come from
 the .npy file named at start, memory-mapped, so both children share the page cache.
 """
@@ -27,6 +27,14 @@ def maxrss_mb() -> float:
     raise RuntimeError("/proc/self/status has no VmHWM line (not Linux?)")
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this whole process, every thread, so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def serve(conn, npy_path: str, dim: int) -> None:
     import numpy as np
 
@@ -45,6 +53,8 @@ def serve(conn, npy_path: str, dim: int) -> None:
                 return
             if msg[0] == "rss":
                 conn.send(("ok", maxrss_mb()))
+            elif msg[0] == "cpu":
+                conn.send(("ok", cpu_s()))
             elif msg[0] == "topk":
                 _, Q, k, lo, hi = msg
                 d, i = hdc.topk(Q, X[lo:hi], k, threads=1)
@@ -59,6 +69,6 @@ def serve(conn, npy_path: str, dim: int) -> None:
                     counters[c] = acc.bipolar_sum()
                 conn.send(("ok", counters))
             else:
-                raise ValueError(f"unknown request {msg[0]!r}; expected 'topk', 'fit', 'rss' or 'stop'")
+                raise ValueError(f"unknown request {msg[0]!r}; expected 'topk', 'fit', 'rss', 'cpu' or 'stop'")
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))

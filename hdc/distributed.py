@@ -49,8 +49,8 @@ from .io import atomic_write, write_json
 from .packing import WORD_BITS, check_dim, n_words_for, pack_bits
 
 __all__ = [
-    "MANIFEST", "write_shards", "open_database", "topk", "accumulate", "fit", "predict",
-    "batch_retrain", "class_scores", "local_cluster", "connect", "ShardError",
+    "MANIFEST", "write_shards", "read_manifest", "iter_shards", "open_database", "topk", "accumulate", "fit",
+    "predict", "batch_retrain", "class_scores", "local_cluster", "connect", "ShardError",
 ]
 
 MANIFEST = "manifest.json"
@@ -60,6 +60,11 @@ _DEFAULT_SPLIT_EVERY = 8        # partial results merged per tree node
 # shard name per chunk of each array this module opened (array name -> [(file, start, stop)]),
 # so an error about a chunk can name the file it came from
 _CHUNK_FILES: dict[str, list[tuple[str, int, int]]] = {}
+# the _read_rows arguments of each chunk of each array open_database made (array name -> list),
+# so topk can read a chunk inside its own task (see _read_topk)
+_CHUNK_READS: dict[str, list[tuple]] = {}
+# shards whose SHA-256 this process checked: path -> (file version, sha256) (see _verify)
+_VERIFIED: dict[str, tuple[tuple, str]] = {}
 
 
 class ShardError(RuntimeError):
@@ -119,7 +124,10 @@ def write_shards(X, directory, dim: int, *, rows_per_shard: int = 1 << 16) -> Pa
     if (directory / MANIFEST).exists():
         raise FileExistsError(f"{str(directory)!r} already holds a database ({MANIFEST}); "
                               f"write to a new folder")
-    batches = [X] if isinstance(X, np.ndarray) else X
+    if isinstance(X, np.memmap):  # one shard's rows at a time: never the whole file in memory
+        batches = (X[s:s + rows_per_shard] for s in range(0, max(1, X.shape[0]), rows_per_shard))
+    else:
+        batches = [X] if isinstance(X, np.ndarray) else X
     shards, pending, n = [], [], 0
 
     def flush(rows: np.ndarray):
@@ -171,28 +179,66 @@ def read_manifest(directory) -> dict:
     return man
 
 
+def _file_version(path: str) -> tuple:
+    """What changes when a file is replaced (inode) or written in place (size, mtime, ctime)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _verify(path: str, sha256: str) -> None:
+    """Check a shard's SHA-256, once per process and file version: a database is searched
+    many times, and hashing every shard before every search cost as much as a quarter of the
+    search itself (1,000 queries, bench/scaleout.py). A replaced or rewritten file has a new
+    version and is hashed again (the kernel stamps mtime and ctime at clock-tick resolution, a
+    few ms: a rewrite within the tick of the check keeps the old version)."""
+    version = _file_version(path)
+    if _VERIFIED.get(path) == (version, sha256):
+        return
+    got = _sha256(Path(path))
+    if got != sha256:
+        raise ShardError(f"shard {path!r} fails its checksum: SHA-256 {got}, the manifest "
+                         f"says {sha256} (corrupt or replaced file)")
+    _VERIFIED[path] = (version, sha256)
+
+
 def _read_rows(path: str, sha256: str | None, start: int, stop: int, n_words: int) -> np.ndarray:
-    """Rows start..stop of one shard; with ``sha256`` the whole file is hashed first (streamed)."""
+    """Rows start..stop of one shard, memory-mapped read-only (no copy: the pages come from the
+    page cache as the kernels read them, and hdc.topk drops each processed chunk's pages);
+    with ``sha256`` the file's checksum is checked first (:func:`_verify`)."""
     if not os.path.isfile(path):
         raise ShardError(f"shard {path!r} is missing")
     if sha256 is not None:
-        got = _sha256(Path(path))
-        if got != sha256:
-            raise ShardError(f"shard {path!r} fails its checksum: SHA-256 {got}, the manifest "
-                             f"says {sha256} (corrupt or replaced file)")
+        _verify(path, sha256)
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
     if arr.dtype != np.uint64 or arr.ndim != 2 or arr.shape[1] != n_words:
         raise ShardError(f"shard {path!r} holds {arr.dtype} {arr.shape}, expected uint64 (rows, {n_words})")
-    return np.array(arr[start:stop])  # a private copy: the mapping is closed with the view
+    return arr[start:stop]
+
+
+def iter_shards(directory, *, dim: int | None = None, verify: bool = True):
+    """Yield ``(first row, rows (r, n_words) uint64)`` for each shard of a shard folder, in
+    order, without Dask (exports, checks); with ``verify`` each shard's SHA-256 is checked
+    first, and ``dim`` (when given) must be the manifest's."""
+    directory = Path(directory)
+    man = read_manifest(directory)
+    if dim is not None and check_dim(dim) != man["dim"]:
+        raise ValueError(f"dim={dim} but the database at {str(directory)!r} holds dim={man['dim']}")
+    start = 0
+    for s in man["shards"]:
+        yield start, _read_rows(str(directory / s["file"]), s["sha256"] if verify else None, 0, s["rows"],
+                                man["n_words"])
+        start += s["rows"]
 
 
 def open_database(directory, *, chunk_rows: int | None = None, verify: bool = True):
     """Open a shard folder as a lazy ``dask.array`` (n, n_words) uint64 chunked by rows.
 
-    Chunks are the shards, or pieces of ``chunk_rows`` rows within each shard (the setting
-    that bounds a task's memory: ``chunk_rows * n_words * 8`` bytes plus a 1 MiB hashing
-    buffer). With ``verify`` each task checks its shard's SHA-256 before using it, so a
-    changed file raises :class:`ShardError` naming it. Missing shards raise at open time.
+    Chunks are the shards, or pieces of ``chunk_rows`` rows within each shard. A chunk is a
+    read-only memory map of its rows (no copy; resident pages at most ``chunk_rows * n_words
+    * 8`` bytes, and :func:`topk` drops them as it goes). With ``verify`` a task checks its
+    shard's SHA-256 before using it, once per worker process and file version (a replaced
+    or rewritten file is hashed again), so a changed file raises :class:`ShardError` naming
+    it. Missing shards raise at open time.
     """
     dask, da = _dask()
     directory = Path(directory).resolve()
@@ -203,22 +249,25 @@ def open_database(directory, *, chunk_rows: int | None = None, verify: bool = Tr
             raise ValueError(f"chunk_rows must be >= 1 or None (one chunk per shard), got {chunk_rows}")
     n_words = man["n_words"]
     token = dask.base.tokenize(str(directory), man, chunk_rows, verify)
-    pieces, files = [], []
+    pieces, files, reads = [], [], []
     for s in man["shards"]:
         path = str(directory / s["file"])
         step = chunk_rows or max(1, s["rows"])
         for start in range(0, s["rows"], step):
             stop = min(s["rows"], start + step)
             key = f"hdc-read-{s['file']}-{start}-{token}"
-            d = dask.delayed(_read_rows, pure=True)(path, s["sha256"] if verify else None, start, stop,
-                                                    n_words, dask_key_name=key)
+            args = (path, s["sha256"] if verify else None, start, stop, n_words)
+            d = dask.delayed(_read_rows, pure=True)(*args, dask_key_name=key)
             pieces.append(da.from_delayed(d, (stop - start, n_words), np.uint64))
             files.append((path, start, stop))
+            reads.append(args)
     if not pieces:
         X = da.zeros((0, n_words), np.uint64, chunks=((0,), (n_words,)))
     else:
         X = da.concatenate(pieces, axis=0)
     _CHUNK_FILES[X.name] = files
+    if reads:
+        _CHUNK_READS[X.name] = reads
     return X
 
 
@@ -307,6 +356,13 @@ def _chunk_topk(Q, block, k, offset, threads):
     return d, i + offset
 
 
+def _read_topk(Q, read_args, k, offset, threads):
+    """:func:`_chunk_topk` on rows this task reads itself (``read_args`` for :func:`_read_rows`):
+    one task per chunk of a database from :func:`open_database`, where the array's graph has
+    four (read, two array layers, topk), each costing the scheduler and the worker a few ms."""
+    return _chunk_topk(Q, _read_rows(*read_args), k, offset, threads)
+
+
 def _merge_topk(parts, k):
     """Merge partial (distances, global indices) lists: the k smallest by (distance, index)."""
     d = np.concatenate([p[0] for p in parts], axis=1)
@@ -358,11 +414,16 @@ def topk(Q, X, k: int, ids=None, *, split_every: int = _DEFAULT_SPLIT_EVERY, thr
             raise ValueError(f"ids has {len(ids)} entries but X has {n} rows: one id per row")
     Qd = dask.delayed(Q, pure=True)  # one copy of the queries in the graph, shared by every task
     off = _offsets(X.chunks[0])
-    blocks = X.to_delayed().ravel()
     tok = dask.base.tokenize(X.name, Q, k)
-    parts = [dask.delayed(_chunk_topk, pure=True)(Qd, b, k, int(off[i]), threads,
-                                                  dask_key_name=(f"hdc-topk-{tok}", i))
-             for i, b in enumerate(blocks)]
+    reads = _CHUNK_READS.get(X.name)
+    if reads is not None:  # X is open_database's array itself: each task reads its own rows
+        parts = [dask.delayed(_read_topk, pure=True)(Qd, r, k, int(off[i]), threads,
+                                                     dask_key_name=(f"hdc-topk-{tok}", i))
+                 for i, r in enumerate(reads)]
+    else:
+        parts = [dask.delayed(_chunk_topk, pure=True)(Qd, b, k, int(off[i]), threads,
+                                                      dask_key_name=(f"hdc-topk-{tok}", i))
+                 for i, b in enumerate(X.to_delayed().ravel())]
     result = _tree(parts, _merge_topk, split_every, k, name=f"hdc-topk-merge-{tok}")
     if not compute:
         return result
@@ -642,21 +703,34 @@ def predict(clf, X):
 
 
 # ---------------------------------------------------------------- clusters
-def local_cluster(n_workers: int = 2, *, memory_limit="auto", **kwargs):
+# Dask's diagnostics that a loopback cluster without a dashboard does not need, at the cost of
+# CPU on every process (measured here, idle: 1.7% of a core per worker and 3.2% for the
+# scheduler's process with Dask's defaults, 0.6% and 1.0% with these; the profiler adds 1.3%
+# per busy worker): the workers' statistical profiler (a stack sample every 10 ms), the
+# event-loop health tick (20 ms by default) and the system monitor (500 ms by default)
+_LEAN_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "200ms",
+                "distributed.admin.system-monitor.interval": "2s"}
+
+
+def local_cluster(n_workers: int = 2, *, memory_limit="auto", lean: bool = True, **kwargs):
     """A ``LocalCluster`` of ``n_workers`` processes, one thread each, on 127.0.0.1, no dashboard.
 
-    Use as ``with local_cluster(2) as cluster, Client(cluster): ...``. Extra keyword arguments
-    go to ``dask.distributed.LocalCluster``.
+    Use as ``with local_cluster(2) as cluster, Client(cluster): ...``. ``lean`` (default)
+    turns off the diagnostics nothing reads without a dashboard (``_LEAN_CONFIG``: the
+    workers' profiler; the event-loop tick and system monitor run at 200 ms and 2 s instead of
+    20 ms and 500 ms); ``lean=False`` keeps Dask's configuration. Extra keyword arguments go
+    to ``dask.distributed.LocalCluster``.
     """
-    _dask()
+    dask, _ = _dask()
     from dask.distributed import LocalCluster
 
     n_workers = _check_int(n_workers, "n_workers")
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, worker_dashboard_address=None,
-                        memory_limit=memory_limit, **kwargs)
+    with dask.config.set(_LEAN_CONFIG if lean else {}):  # the scheduler and the nannies read it now
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=None, worker_dashboard_address=None,
+                            memory_limit=memory_limit, **kwargs)
 
 
 def connect(address: str, *, timeout_s: float = 10.0):

@@ -146,6 +146,15 @@ def test_shards_roundtrip_and_open_lazily(tmp_path, client):
     Q = X[[0, 5, 999]]
     for got, ref in zip(hd.topk(Q, Xd, 25), hdc.topk(Q, X, 25)):
         np.testing.assert_array_equal(got, ref)
+    # the database's own array: one task per chunk reads and searches its rows (10 chunks, 2 + 1
+    # merges at split_every=8, the queries); a derived array takes the generic path through its
+    # blocks (read, array layers, topk), same bits
+    assert len(Xd.chunks[0]) == 10
+    assert len(dict(hd.topk(Q, Xd, 25, compute=False).__dask_graph__())) == 10 + 3 + 1
+    derived = Xd[1:]
+    assert len(dict(hd.topk(Q, derived, 25, compute=False).__dask_graph__())) > 2 * 10 + 3 + 1
+    for got, ref in zip(hd.topk(Q, derived, 25), hdc.topk(Q, X[1:], 25)):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_checksum_mismatch_names_the_file(tmp_path):
@@ -157,6 +166,31 @@ def test_checksum_mismatch_names_the_file(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(hd.ShardError, match=r"shard-00001\.npy.*checksum"):
         hd.topk(X[:2], hd.open_database(tmp_path), 3)
+
+
+def test_shards_are_memory_mapped_and_hashed_once_per_file_version(tmp_path, monkeypatch):
+    X = hdc.random(100, 64, seed=0)
+    hd.write_shards(X, tmp_path, 64, rows_per_shard=40)
+    hashed = []
+    real = hd._sha256
+    monkeypatch.setattr(hd, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    monkeypatch.setattr(hd, "_VERIFIED", {})
+    for _ in range(2):
+        parts = list(hd.iter_shards(tmp_path))
+        assert all(isinstance(b, np.memmap) and not b.flags.writeable for _, b in parts)  # no copy
+        np.testing.assert_array_equal(np.concatenate([b for _, b in parts]), X)
+    assert sorted(hashed) == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]  # once each
+    # rewritten in place (same inode and size): a new version, hashed again, and it fails. The
+    # kernel stamps mtime/ctime at clock-tick resolution (a few ms): wait past the tick
+    time.sleep(0.05)
+    with open(tmp_path / "shard-00001.npy", "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(hd.ShardError, match=r"shard-00001\.npy.*checksum"):
+        list(hd.iter_shards(tmp_path))
+    assert hashed.count("shard-00001.npy") == 2 and hashed.count("shard-00000.npy") == 1
 
 
 def test_missing_shard_names_the_file(tmp_path):
