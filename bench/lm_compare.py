@@ -573,8 +573,8 @@ TARGETS = [
     Target("spiking_kwta", "tie_at_cut", 0.10),                # the chosen configuration's ties
     Target("spiking_kwta/sparse", "firing", 0.10),
     Target("spiking_kwta/sparse", "gap", 0.03, "spiking_kwta"),
-    Target("spiking_kwta/sparse_wide", "firing", 0.10),
-    Target("spiking_kwta/sparse_wide", "gap", 0.03, "spiking_kwta"),
+    Target("spiking_kwta/sparse_graded", "firing", 0.10),
+    Target("spiking_kwta/sparse_graded", "gap", 0.03, "spiking_kwta"),
     Target("spiking_rwkv/spikegpt", "gap", 0.10, "gpt/dense"),
     Target("hybrid/alternate", "gap", 0.10, "gpt/dense"),
     Target("nord/lif", "gap", 0.20, "gpt/dense"),
