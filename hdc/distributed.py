@@ -728,9 +728,13 @@ def local_cluster(n_workers: int = 2, *, memory_limit="auto", lean: bool = True,
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     with dask.config.set(_LEAN_CONFIG if lean else {}):  # the scheduler and the nannies read it now
+        # dashboard_address=None drops the dashboard but the scheduler still serves HTTP on
+        # :8787 (dask/distributed#7207), so a second cluster warns that the port is taken: the
+        # scheduler's HTTP server goes to a free loopback port instead
+        scheduler_kwargs = {"dashboard_address": "127.0.0.1:0", **kwargs.pop("scheduler_kwargs", {})}
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, worker_dashboard_address=None,
-                            memory_limit=memory_limit, **kwargs)
+                            memory_limit=memory_limit, scheduler_kwargs=scheduler_kwargs, **kwargs)
 
 
 def connect(address: str, *, timeout_s: float = 10.0):

@@ -309,3 +309,14 @@ def test_database_larger_than_workers_memory(tmp_path):
         d, i = hd.topk(Q, hd.open_database(tmp_path / "db"), 10)
     np.testing.assert_array_equal(d, ref[0])
     np.testing.assert_array_equal(i, ref[1])
+
+
+def test_second_cluster_in_one_process_takes_no_fixed_port(client):
+    """The scheduler's HTTP server (Dask starts one even without a dashboard) goes to a free
+    loopback port: a second cluster beside the fixture's warns of no taken port 8787."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with hd.local_cluster(1) as cluster:
+            assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert not [w for w in caught if "8787" in str(w.message)], [str(w.message) for w in caught]
