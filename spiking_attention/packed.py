@@ -71,32 +71,39 @@ def pack_codes(bits, levels: int = 2) -> np.ndarray:
 
     Shapes: (..., code_bits) -> (..., n_planes(levels) * n_words).
     """
-    if isinstance(bits, torch.Tensor):
-        bits = bits.detach().cpu().numpy()
-    bits = np.asarray(bits)
     if levels == 2:
+        bits = _as_numpy(bits)
         return hdc.pack_bits(bits.astype(bool) if bits.dtype != np.bool_ else bits)
-    counts = bits.astype(np.int64)
-    if counts.size and (counts.min() < 0 or counts.max() >= levels or not np.array_equal(counts, bits)):
+    planes = _bit_planes(bits, levels)                                    # (..., P, cb)
+    return np.concatenate([hdc.pack_bits(planes[..., a, :]) for a in range(planes.shape[-2])], axis=-1)
+
+
+def _as_numpy(x) -> np.ndarray:
+    return np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
+
+
+def _bit_planes(counts, levels: int) -> np.ndarray:
+    """Graded codes (integer counts 0..levels-1, torch or numpy) -> their bit-planes, plane a
+    holding bit a of every count; anything else raises. Shapes: (..., cb) -> (..., P, cb) bool."""
+    raw = _as_numpy(counts)
+    c = raw.astype(np.int64)
+    if c.size and (c.min() < 0 or c.max() >= levels or not np.array_equal(c, raw)):
         raise ValueError(f"graded codes must be integer counts in [0, {levels - 1}] for levels={levels}")
-    return np.concatenate([hdc.pack_bits(((counts >> a) & 1).astype(bool)) for a in range(n_planes(levels))],
-                          axis=-1)
+    return ((c[..., None, :] >> np.arange(n_planes(levels))[:, None]) & 1).astype(bool)
 
 
 def expand_codes(counts, levels: int, side: str) -> np.ndarray:
     """Graded codes (counts 0..levels-1) -> the expanded binary codes whose Hamming distance is
     ``sum_ab 2^(a+b) hamming(q_a, k_b)`` (module docstring): for every plane pair (a, b),
     2^(a+b) copies of plane a's bits (``side="query"``) or plane b's (``side="key"``), side by
-    side at the bit level, so they pack into ceil((L-1)^2 code_bits / 64) words.
+    side at the bit level, so they pack into ceil((2^P-1)^2 code_bits / 64) words.
 
-    Shapes: (..., code_bits) -> (..., (L-1)^2 * code_bits) bool, for L = levels = 2^P.
+    The centred ("hamming") score needs L = 2^P; the AND popcount is the graded overlap for any L.
+    Shapes: (..., code_bits) -> (..., (2^P - 1)^2 * code_bits) bool, P = n_planes(levels).
     """
-    if isinstance(counts, torch.Tensor):
-        counts = counts.detach().cpu().numpy()
-    counts = np.asarray(counts).astype(np.int64)
-    P, cb = n_planes(levels), counts.shape[-1]
-    planes = (counts[..., None, :] >> np.arange(P)[:, None]) & 1          # (..., P, cb)
-    return planes.reshape(*counts.shape[:-1], P * cb)[..., _expansion_index(P, cb, side)].astype(bool)
+    planes = _bit_planes(counts, levels)                                  # (..., P, cb)
+    P, cb = planes.shape[-2:]
+    return planes.reshape(*planes.shape[:-2], P * cb)[..., _expansion_index(P, cb, side)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -257,8 +264,9 @@ class PackedSpikingAttention:
         kernel_ok = (isinstance(att.k, int) and att.prior_random_frac == 0
                      and kernel_ranks_graded(att.levels, att.score))
         if method == "kernel" and not kernel_ok:
-            raise ValueError("method='kernel' needs an integer k, no random long-range links, and binary codes "
-                             "or graded ones with a power-of-2 number of levels under score='hamming' "
+            raise ValueError("method='kernel' needs an integer k, no random long-range links, and binary codes, "
+                             "graded ones under score='overlap', or graded ones with a power-of-2 number of "
+                             "levels under score='hamming' "
                              f"(k={att.k!r}, prior_random_frac={att.prior_random_frac}, levels={att.levels}, "
                              f"score={att.score!r}); use 'matrix' or 'auto'")
         self.att, self.block_rows, self.threads = att, block_rows, threads

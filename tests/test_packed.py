@@ -383,6 +383,8 @@ def test_graded_errors():
         PackedSpikingAttention(_make(levels=3, score="hamming"), method="kernel")
     with pytest.raises(ValueError, match="side"):
         expand_codes(np.zeros((2, 2), np.int64), 4, "value")
+    with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):     # a count past the planes: not dropped
+        expand_codes(np.array([[0, 4]]), 4, "query")
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
         pack_codes(np.array([[0, 4]]), 4)
     with pytest.raises(ValueError, match=r"counts in \[0, 3\]"):
