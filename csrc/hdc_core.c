@@ -729,6 +729,14 @@ static void causal_select(const int32_t *buf, int64_t lo, int64_t cnt, int64_t k
     }
 }
 
+/* Slots ks .. kk - 1 of a query with fewer than kk allowed keys: -1 (the documented padding). */
+static void causal_pad(int32_t *os, int64_t *oi, int64_t ks, int64_t kk) {
+    for (int64_t t = ks; t < kk; t++) {
+        os[t] = -1;
+        oi[t] = -1;
+    }
+}
+
 static void causal_query(causal_ctx *c, int64_t i, int32_t *buf, causal_pair *pairs) {
     int64_t lo, cnt;
     causal_range(c, i, &lo, &cnt);
@@ -746,10 +754,7 @@ static void causal_query(causal_ctx *c, int64_t i, int32_t *buf, causal_pair *pa
     }
     if (c->overlap)
         for (int64_t t = 0; t < ks; t++) os[t] = (int32_t)(64 * c->W - os[t]);
-    for (int64_t t = ks; t < c->kk; t++) {
-        os[t] = -1;
-        oi[t] = -1;
-    }
+    causal_pad(os, oi, ks, c->kk);
 }
 
 static void causal_worker(void *p, int64_t s, int64_t e, int tid) {
@@ -803,10 +808,7 @@ static int causal_rows(causal_ctx *c, const uint64_t *keys, int64_t span) {
             c->k->hmat_range(c->q + i * c->W, 1, keys + lo * c->W, 0, cnt, c->W, buf, cnt, scratch);
             causal_select(buf, lo, cnt, ks, os, oi, pairs);
         }
-        for (int64_t t = ks; t < c->kk; t++) {
-            os[t] = -1;
-            oi[t] = -1;
-        }
+        causal_pad(os, oi, ks, c->kk);
     }
     free(buf);
     free(pairs);
