@@ -91,6 +91,21 @@ def n_planes(levels: int) -> int:
     return max(1, (levels - 1).bit_length())
 
 
+def kernel_ranks_graded(levels: int, score: str) -> bool:
+    """Whether the causal top-k kernel can rank these codes: binary ones; graded ones under
+    ``"overlap"`` (the AND popcount of expanded codes *is* ``sum_ab 2^(a+b) |q_a AND k_b|`` =
+    q.k, for any L); graded ones under the centred ``"hamming"`` score when L = 2^P."""
+    return levels == 2 or score == "overlap" or levels & (levels - 1) == 0
+
+
+def packed_code_words(code_bits: int, levels: int, expanded: bool) -> int:
+    """64-bit words of one packed code: P bit-planes of ``code_bits`` each (the plane-pair
+    matrix path), or, ``expanded`` for the kernel, (2^P - 1)^2 copies side by side at the bit
+    level (spiking_attention.packed.expand_codes); binary codes are the same either way."""
+    P = n_planes(levels)
+    return n_words_for(code_bits * (2 ** P - 1) ** 2) if expanded else n_words_for(code_bits) * P
+
+
 def _hash_u32(x: torch.Tensor) -> torch.Tensor:
     """A 32-bit integer mix (lowbias32-like) on int64 tensors; values stay < 2^32 (no overflow)."""
     m = 0xFFFFFFFF
@@ -427,6 +442,13 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         c = self.levels - 1
         return (2 * q - c) @ (2 * k - c).transpose(-2, -1)  # binary: = code_bits - 2 * hamming
 
+    def kernel_ranks(self) -> bool:
+        """Whether the packed path ranks this layer's codes with ``hdc.causal_topk``: an integer
+        k, no random long-range links, and codes the kernel scores exactly
+        (:func:`kernel_ranks_graded`); otherwise it takes the plane-pair matrix path."""
+        return (isinstance(self.k, int) and self.prior_random_frac == 0
+                and kernel_ranks_graded(self.levels, self.score))
+
     def score_scale(self) -> torch.Tensor:
         """Per-head factor from integer score to softmax logit. Shapes: -> (nh, 1, 1)."""
         # (L^2 - 1) / 3 is the mean square of a centred level 2c - L + 1 (c uniform): graded scores
@@ -494,7 +516,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         key's bits where the query spikes (the field's SOPs = firing rate x FLOPs), choosing the
         winners is one integer comparison per allowed pair, the softmax scale one MAC per winner
         and the values ``head_size`` MACs per winner. ``packed_word_ops`` is the packed path's
-        XOR + POPCNT per 64-bit word (no per-operation energy figure exists for it)."""
+        XOR + POPCNT per 64-bit word of the codes it reads: expanded ones where the kernel ranks
+        graded codes, P^2 plane pairs on the matrix path (no per-operation energy figure exists)."""
         n_allowed, n_win = st["n_allowed_pairs"], float(st["n_winners"])
         # a graded query spikes up to L - 1 times per bit; each spike accumulates the key's count
         score_ac = st["q_firing_rate"] * (self.levels - 1) * n_allowed * self.code_bits
@@ -503,8 +526,14 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
             2.0 * st["B"] * st["T"] * self.n_head * self.proj_dim * self.code_bits
         return {"kind": "spiking_kwta", "score_ac": score_ac, "select_ac": float(n_allowed),
                 "softmax_mac": n_win, "value_mac": n_win * self.head_size, "expand_mac": expand_mac,
-                "packed_word_ops": float(n_allowed * n_words_for(self.code_bits) * n_planes(self.levels) ** 2),
+                "packed_word_ops": float(n_allowed * self._packed_pair_words()),
                 "mac": n_win + n_win * self.head_size + expand_mac, "ac": score_ac + float(n_allowed)}
+
+    def _packed_pair_words(self) -> int:
+        """Words the packed path reads to score one (query, key) pair."""
+        if self.kernel_ranks():
+            return packed_code_words(self.code_bits, self.levels, expanded=True)
+        return n_words_for(self.code_bits) * n_planes(self.levels) ** 2   # every plane pair
 
     def packed(self, **kw):
         """This layer's inference form on packed binary codes with a packed KV cache

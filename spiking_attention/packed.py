@@ -53,9 +53,9 @@ import torch
 
 import hdc
 from hdc import backends as _bk
-from hdc.packing import n_words_for
 
-from .attention import SCORES, SpikingKWTAAttention, _check_input, allowed_keys, n_planes, selection_masks
+from .attention import (SCORES, SpikingKWTAAttention, _check_input, allowed_keys, n_planes,
+                        packed_code_words, selection_masks)
 
 __all__ = ["pack_codes", "expand_codes", "packed_scores", "select_winners", "aggregate_winners", "kernel_winners",
            "PackedSpikingAttention", "KVCache", "METHODS"]
@@ -114,13 +114,6 @@ def _expansion_index(P: int, code_bits: int, side: str) -> np.ndarray:
     bits = np.arange(code_bits)
     return np.concatenate([(a if side == "query" else b) * code_bits + bits
                            for a in range(P) for b in range(P) for _ in range(1 << (a + b))])
-
-
-def kernel_ranks_graded(levels: int, score: str) -> bool:
-    """Whether the causal top-k kernel can rank these codes: binary ones; graded ones under
-    ``"overlap"`` (the AND popcount of expanded codes *is* ``sum_ab 2^(a+b) |q_a AND k_b|`` =
-    q.k, for any L); graded ones under the centred ``"hamming"`` score when L = 2^P."""
-    return levels == 2 or score == "overlap" or levels & (levels - 1) == 0
 
 
 def _to_score(raw: np.ndarray, code_bits: int, score: str, levels: int = 2) -> np.ndarray:
@@ -261,8 +254,7 @@ class PackedSpikingAttention:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
             raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
-        kernel_ok = (isinstance(att.k, int) and att.prior_random_frac == 0
-                     and kernel_ranks_graded(att.levels, att.score))
+        kernel_ok = att.kernel_ranks()
         if method == "kernel" and not kernel_ok:
             raise ValueError("method='kernel' needs an integer k, no random long-range links, and binary codes, "
                              "graded ones under score='overlap', or graded ones with a power-of-2 number of "
@@ -272,10 +264,8 @@ class PackedSpikingAttention:
         self.att, self.block_rows, self.threads = att, block_rows, threads
         self.method = ("kernel" if kernel_ok else "matrix") if method == "auto" else method
         # words of one code as this path stores it: plane-packed (matrix), expanded (graded kernel)
-        P = n_planes(att.levels)
         self.expanded = self.method == "kernel" and att.levels > 2
-        self.n_words = n_words_for(att.code_bits * (2 ** P - 1) ** 2) if self.expanded else \
-            n_words_for(att.code_bits) * P
+        self.n_words = packed_code_words(att.code_bits, att.levels, self.expanded)
 
     def _scales(self) -> np.ndarray:
         return self.att.score_scale().detach().reshape(-1).cpu().numpy().astype(np.float32)  # (nh,)

@@ -58,6 +58,28 @@ def test_counts_match_hand_computed_values():
     assert tot["ac_sops"] == pytest.approx(nnz * 5 + core["ac"])
     e = tot["energy_estimate_pJ"]
     assert e["fp32"] == pytest.approx(4.6 * tot["mac"] + 0.9 * tot["ac_sops"])
+
+
+@pytest.mark.parametrize("code_bits, levels, score, words_per_pair", [
+    (8, 2, "hamming", 1),          # binary: one word per pair
+    (64, 2, "hamming", 1),
+    (65, 2, "hamming", 2),
+    (64, 4, "hamming", 9),         # kernel: (2^2 - 1)^2 x 64 expanded bits = 9 words
+    (64, 8, "hamming", 49),        # (2^3 - 1)^2 x 64 bits = 49 words
+    (32, 4, "overlap", 5),         # 9 x 32 = 288 bits = 5 words
+    (64, 3, "hamming", 4),         # not a power of 2: plane-pair matrix path, P^2 = 4 pairs of 1 word
+])
+def test_packed_word_ops_count_the_words_the_packed_path_reads(code_bits, levels, score, words_per_pair):
+    """A graded layer's packed_word_ops follows the path its packed form takes (expanded codes
+    through the kernel, or every plane pair), and equals the words that form stores per code."""
+    torch.manual_seed(0)
+    att = SpikingKWTAAttention(32, 2, code_bits, 3, max_seq_len=16, levels=levels, score=score)
+    rep = account_model(Tiny(att), torch.randn(2, 10, 32))
+    n_causal = 2 * 2 * 10 * 11 // 2
+    assert rep["layers"][0]["core_ops"]["packed_word_ops"] == n_causal * words_per_pair
+    packed = att.packed()
+    if packed.method == "kernel":      # the kernel reads one stored key code per pair
+        assert packed.n_words == words_per_pair
     assert "ESTIMATE" in rep["energy_note"]
 
 
