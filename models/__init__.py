@@ -62,12 +62,17 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           "graded_wide128": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming",
                                              "levels": 4},
                           "graded8_wide": {"code_bits": 64, "proj_dim": 32, "k": 8, "score": "hamming", "levels": 8},
+                          "graded_wide256": {"code_bits": 256, "proj_dim": 32, "k": 8, "score": "hamming",
+                                             "levels": 4},
+                          "graded8_wide128": {"code_bits": 128, "proj_dim": 32, "k": 8, "score": "hamming",
+                                              "levels": 8},
                           "brain_prior_graded": {"code_bits": 32, "k": 8, "score": "hamming", "local_window": 32,
                                                  "levels": 4}},
                 bench=("brain_prior", "sparse", "sparse_graded"), bench_long=("brain_prior", "brain_prior_graded"),
                 # finer-score candidates, chosen on held-out training text ("overlap" lost to
                 # "hamming" there in an earlier sweep: 1.970 vs 1.939, bench/results/lm_compare.json)
-                select=("hamming", "wide", "graded", "graded8", "graded_wide", "graded_wide128", "graded8_wide"),
+                select=("hamming", "wide", "graded", "graded8", "graded_wide", "graded_wide128", "graded8_wide",
+                        "graded_wide256", "graded8_wide128"),
                 description="k-WTA spiking attention on binary query/key codes; brain prior: local window "
                             "+ k-WTA far keys"))
 # ffn_mult sets the parameter count: 807,808 (rwkv), 808,704 (alternate), 805,120 (parallel) at
