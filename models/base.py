@@ -172,12 +172,7 @@ class TransformerLM(nn.Module):
 
     def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.99)):
         """AdamW; weight decay on matrices and embeddings only (not norms, biases, thresholds)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return adamw_decay_matrices(self, weight_decay, lr, betas)
 
     def packed(self, **kw):
         """An inference model whose attention layers run on packed binary codes with a packed KV
@@ -217,6 +212,26 @@ class TransformerLM(nn.Module):
             idx = torch.cat((idx, sample_next(logits[:, -1, :], temperature, top_k, generator)), dim=1)
         self.train(was_training)
         return idx
+
+
+def adamw_decay_matrices(model: nn.Module, weight_decay: float, lr: float, betas=(0.9, 0.99),
+                         min_dim: int = 2) -> torch.optim.AdamW:
+    """nanoGPT's AdamW: weight decay on the trainable tensors of at least ``min_dim`` dimensions
+    (matrices, embeddings), none on the rest (norms, biases, thresholds, decays)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= min_dim], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < min_dim], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def run_blocks(blocks, x: torch.Tensor, states: list | None, mode: str):
+    """Run recurrent blocks ``block(x, state, mode) -> (x, state)`` in order from ``states``
+    (None: every block at rest). Returns the output and the new per-block states."""
+    new = []
+    for i, block in enumerate(blocks):
+        x, st = block(x, None if states is None else states[i], mode)
+        new.append(st)
+    return x, new
 
 
 def check_generate_args(idx: torch.Tensor, temperature: float) -> None:

@@ -56,8 +56,8 @@ from spiking_attention.moe import FFNS, MoEFFN
 from spiking_attention.spike_coding import CODINGS, SpikeCodedLinear, count_stats, trains_memory
 from spiking_attention.stats import reporting_layers
 
-from .base import (RecurrentDecoder, TrunkConfig, check_choice, check_generate_args, check_idx, check_int,
-                   generate_with_decoder, sample_next)
+from .base import (RecurrentDecoder, TrunkConfig, adamw_decay_matrices, check_choice, check_generate_args,
+                   check_idx, check_int, generate_with_decoder, run_blocks, sample_next)
 
 LAYOUTS = ("alternate", "parallel", "linear", "window")
 POS_EMBS = ("rotary", "learned")
@@ -183,10 +183,7 @@ class HybridLM(nn.Module):
                                  f"tokens at {start}..{start + idx.shape[1] - 1} are past them")
             x = x + self.wpe(torch.arange(start, start + idx.shape[1], device=idx.device))
         x = self.drop(x)
-        new = []
-        for i, block in enumerate(self.blocks):
-            x, st = block(x, None if states is None else states[i], mode)
-            new.append(st)
+        x, new = run_blocks(self.blocks, x, states, mode)
         return self.lm_head(self.ln_f(x)), new
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -205,10 +202,7 @@ class HybridLM(nn.Module):
 
     def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.99)):
         """AdamW; decay on matrices and embeddings only."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return adamw_decay_matrices(self, weight_decay, lr, betas)
 
     @torch.no_grad()
     def spike_report(self, idx: torch.Tensor) -> dict:

@@ -61,7 +61,7 @@ from torch.nn import functional as F
 
 from spiking_attention.stats import StatsMixin
 
-from .base import check_choice, check_generate_args, check_int, sample_next
+from .base import adamw_decay_matrices, check_choice, check_generate_args, check_int, sample_next
 
 __all__ = ["SiFuConfig", "SiFuLM", "SiFuDecoder", "GRAPHS", "fit_config", "observed_bigrams",
            "edge_energy_trace", "plot_edge_energies"]
@@ -239,11 +239,7 @@ class SiFuLM(StatsMixin, nn.Module):
 
     def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.99)):
         """AdamW over the trainable tensors only (the fixed shared edge stays out); no decay on biases."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 3]
-        no_decay = [p for p in params if p.dim() < 3]
-        return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+        return adamw_decay_matrices(self, weight_decay, lr, betas, min_dim=3)   # decay the (d, d) edges
 
     # ------------------------------------------------------------------ edges
     def edge_params(self, u: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

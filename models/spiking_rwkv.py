@@ -40,7 +40,8 @@ from spiking_attention.rwkv import BinaryEmbedding, ChannelMix, TimeMix
 from spiking_attention.stats import reporting_layers
 from spiking_attention.surrogate import SURROGATES
 
-from .base import RecurrentDecoder, TrunkConfig, check_choice, check_idx, check_int, generate_with_decoder
+from .base import (RecurrentDecoder, TrunkConfig, adamw_decay_matrices, check_choice, check_idx, check_int,
+                   generate_with_decoder, run_blocks)
 
 
 @dataclass
@@ -106,10 +107,7 @@ class SpikingRWKV(nn.Module):
         """Run the blocks from ``states`` (None: rest); ``start`` (the first token's position) is
         unused: there is no position embedding. Shapes: (B, T) -> logits (B, T, V), new states."""
         x = self.emb(idx)                                                     # (B, T, C) in {0, 1}
-        new = []
-        for i, block in enumerate(self.blocks):
-            x, st = block(x, None if states is None else states[i], mode)
-            new.append(st)
+        x, new = run_blocks(self.blocks, x, states, mode)
         return self.lm_head(self.ln_f(x)), new
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -125,10 +123,7 @@ class SpikingRWKV(nn.Module):
 
     def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.99)):
         """AdamW; decay on matrices only (not decays, bonuses, mixes, norms)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return adamw_decay_matrices(self, weight_decay, lr, betas)
 
     def decoder(self) -> RecurrentDecoder:
         """Incremental decoding: ``prefill(idx) -> (logits, state)``, ``step(token, state) -> logits``."""
