@@ -4,6 +4,7 @@
   every step equal the full forward pass's logits at that position (within ``atol``);
 * :func:`check_causal` - changing a future token never changes an earlier position's logits (exactly);
 * :func:`check_overfits` - a tiny model memorises a repeated random string (needs context);
+* :func:`check_fits_batch` - full-batch steps on one short batch bring the loss below 0.5;
 * :func:`check_resume_exact` - a run stopped and resumed from its checkpoint equals an
   uninterrupted one, bit for bit (harness :func:`models.train.train`);
 * :func:`check_train_run_roundtrip` - ``train_run`` writes result.json and a checkpoint that
@@ -77,6 +78,20 @@ def check_overfits(family: str, config: dict, *, steps=300, lr=1e-2, below=0.5) 
     assert before > 1.9, before
     assert after < below, f"{family} only reached {after:.3f} nats/char"
     return before, after
+
+
+def check_fits_batch(model, opt, x: torch.Tensor, y: torch.Tensor, *, steps=150) -> tuple[float, float]:
+    """Full-batch steps on one (x, y) batch: the loss starts above 2 nats and ends below 0.5
+    (the model can memorise a short text; a family with its own training recipe brings ``opt``)."""
+    first = None
+    for _ in range(steps):
+        _, loss = model(x, y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 2.0 and loss.item() < 0.5, (first, loss.item())
+    return first, loss.item()
 
 
 def check_resume_exact(tmp_path, family: str, config: dict) -> None:

@@ -12,6 +12,7 @@ import models
 from models.data import CharTokenizer
 from models.sifu import SiFuConfig, SiFuLM, edge_energy_trace, fit_config, observed_bigrams
 from models.train import TrainConfig, load_model, train_run
+from tests.lm_checks import check_fits_batch
 
 torch.set_num_threads(1)
 
@@ -179,14 +180,7 @@ def test_tiny_model_overfits_a_short_text():
     m = SiFuLM(SiFuConfig(**cfg))
     opt = m.configure_optimizer(0.0, 3e-2)
     x, y = ids[:-1][:96].view(3, 32), ids[1:][:96].view(3, 32)
-    first = None
-    for _ in range(150):
-        _, loss = m(x, y)
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert first > 2.0 and float(loss) < 0.5, (first, float(loss))
+    check_fits_batch(m, opt, x, y)
 
 
 def test_save_load_round_trip_through_the_harness(tmp_path):
