@@ -52,6 +52,9 @@ register(Family("spiking_kwta", spiking_kwta.SpikingConfig, spiking_kwta.Spiking
                           # graded overlap q.k (only co-active bits count)
                           "sparse_graded": {"code_bits": 64, "proj_dim": 32, "k": 8, "score": "overlap",
                                             "levels": 4, "fire_target": 0.08, "fire_weight": 5.0},
+                          # the same on 256-bit codes: ~4x the co-active bits per pair at the same rate
+                          "sparse_graded_wide": {"code_bits": 256, "proj_dim": 32, "k": 8, "score": "overlap",
+                                                 "levels": 4, "fire_target": 0.08, "fire_weight": 5.0},
                           # finer scores at equal parameters: graded spikes, 4 levels (2 bit-planes)
                           "graded": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 4},
                           "graded8": {"code_bits": 32, "k": 8, "score": "hamming", "levels": 8},
