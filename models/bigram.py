@@ -60,7 +60,8 @@ class BigramLM(nn.Module):
                 raise ValueError(f"init='tinyshakespeare' has a vocabulary of {counts.shape[0]} characters "
                                  f"but vocab_size={config.vocab_size}; use init='zeros' for another text")
             with torch.no_grad():
-                self.table.weight.copy_(torch.log(torch.from_numpy(counts).double() + config.smoothing).float())
+                # torch.tensor copies: the cached counts are read-only (shared by every caller)
+                self.table.weight.copy_(torch.log(torch.tensor(counts, dtype=torch.float64) + config.smoothing).float())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         if idx.dim() != 2:

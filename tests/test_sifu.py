@@ -254,7 +254,7 @@ def test_bigram_baseline_learns_the_table_and_decodes():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.05
+    assert loss.item() < 0.05
     logits, st = m.decoder().prefill(x)
     torch.testing.assert_close(m.decoder().step(torch.tensor([[1]]), st), logits[:, 1])
     assert m.num_params() == 9
