@@ -533,7 +533,8 @@ class SpikingKWTAAttention(StatsMixin, nn.Module):
         """Words the packed path reads to score one (query, key) pair."""
         if self.kernel_ranks():
             return packed_code_words(self.code_bits, self.levels, expanded=True)
-        return n_words_for(self.code_bits) * n_planes(self.levels) ** 2   # every plane pair
+        # the matrix path pairs every query plane with every key plane
+        return packed_code_words(self.code_bits, self.levels, expanded=False) * n_planes(self.levels)
 
     def packed(self, **kw):
         """This layer's inference form on packed binary codes with a packed KV cache
