@@ -57,11 +57,9 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "hdspike-shards/1"
 _HASH_BLOCK = 1 << 20          # bytes read per hashing step: bounds a verifying task's extra memory
 _DEFAULT_SPLIT_EVERY = 8        # partial results merged per tree node
-# shard name per chunk of each array this module opened (array name -> [(file, start, stop)]),
-# so an error about a chunk can name the file it came from
-_CHUNK_FILES: dict[str, list[tuple[str, int, int]]] = {}
-# the _read_rows arguments of each chunk of each array open_database made (array name -> list),
-# so topk can read a chunk inside its own task (see _read_topk)
+# the _read_rows arguments (file, sha256, start, stop, n_words) of each chunk of each array
+# open_database made (array name -> list): topk reads a chunk inside its own task (see
+# _read_topk), and an error about a chunk names the file it came from (_chunk_files)
 _CHUNK_READS: dict[str, list[tuple]] = {}
 # shards whose SHA-256 this process checked: path -> (file version, sha256) (see _verify)
 _VERIFIED: dict[str, tuple[tuple, str]] = {}
@@ -249,7 +247,7 @@ def open_database(directory, *, chunk_rows: int | None = None, verify: bool = Tr
             raise ValueError(f"chunk_rows must be >= 1 or None (one chunk per shard), got {chunk_rows}")
     n_words = man["n_words"]
     token = dask.base.tokenize(str(directory), man, chunk_rows, verify)
-    pieces, files, reads = [], [], []
+    pieces, reads = [], []
     for s in man["shards"]:
         path = str(directory / s["file"])
         step = chunk_rows or max(1, s["rows"])
@@ -259,16 +257,19 @@ def open_database(directory, *, chunk_rows: int | None = None, verify: bool = Tr
             args = (path, s["sha256"] if verify else None, start, stop, n_words)
             d = dask.delayed(_read_rows, pure=True)(*args, dask_key_name=key)
             pieces.append(da.from_delayed(d, (stop - start, n_words), np.uint64))
-            files.append((path, start, stop))
             reads.append(args)
     if not pieces:
         X = da.zeros((0, n_words), np.uint64, chunks=((0,), (n_words,)))
     else:
         X = da.concatenate(pieces, axis=0)
-    _CHUNK_FILES[X.name] = files
-    if reads:
-        _CHUNK_READS[X.name] = reads
+    _CHUNK_READS[X.name] = reads
     return X
+
+
+def _chunk_files(name: str) -> list[tuple[str, int, int]] | None:
+    """(file, start, stop) of each chunk of the array ``name`` if open_database made it."""
+    reads = _CHUNK_READS.get(name)
+    return None if reads is None else [(path, start, stop) for path, _, start, stop, _ in reads]
 
 
 # ---------------------------------------------------------------- input checks
@@ -297,11 +298,7 @@ def _describe_key(X, key) -> str:
     """Which chunk (and shard file, when known) a failed task key belongs to."""
     parts = key if isinstance(key, tuple) else (key,)
     name = str(parts[0])
-    for nm, files in _CHUNK_FILES.items():
-        if nm in name or name.startswith("hdc-read-"):
-            break
-    else:
-        files = None
+    files = next((_chunk_files(nm) for nm in _CHUNK_READS if nm in name or name.startswith("hdc-read-")), None)
     if name.startswith("hdc-read-"):  # the read task itself: its key names the file
         return f"shard read task {name!r}"
     idx = [p for p in parts[1:] if isinstance(p, numbers.Integral)]
@@ -319,14 +316,14 @@ def _describe_key(X, key) -> str:
 
 def _files_of(X):
     """The shard files of X's chunks if X was opened (or derived blockwise) from a shard folder."""
-    if X.name in _CHUNK_FILES:
-        return _CHUNK_FILES[X.name]
+    if X.name in _CHUNK_READS:
+        return _chunk_files(X.name)
     try:
         layers = X.dask.layers
     except AttributeError:
         return None
     for name in layers:
-        files = _CHUNK_FILES.get(name)
+        files = _chunk_files(name)
         if files is not None and [b - a for _, a, b in files] == list(X.chunks[0]):
             return files
     return None
@@ -416,7 +413,7 @@ def topk(Q, X, k: int, ids=None, *, split_every: int = _DEFAULT_SPLIT_EVERY, thr
     off = _offsets(X.chunks[0])
     tok = dask.base.tokenize(X.name, Q, k)
     reads = _CHUNK_READS.get(X.name)
-    if reads is not None:  # X is open_database's array itself: each task reads its own rows
+    if reads:  # X is open_database's array itself: each task reads its own rows
         parts = [dask.delayed(_read_topk, pure=True)(Qd, r, k, int(off[i]), threads,
                                                      dask_key_name=(f"hdc-topk-{tok}", i))
                  for i, r in enumerate(reads)]
